@@ -1,0 +1,281 @@
+"""The ``alignpt`` command line: a thin layer over the stage modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from alignpt import __version__
+from alignpt.errors import UserError
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+@contextmanager
+def progress_bars() -> Iterator:
+    """A factory of rich progress callbacks: factory(description, total) -> advance(n)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    ) as progress:
+
+        def factory(description: str, total: int):
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield factory
+
+
+def _fmt(rate: float | None, sem: float | None = None) -> str:
+    if rate is None:
+        return "n/a"
+    return f"{rate:.3f}" + (f" ± {sem:.3f}" if sem is not None else "")
+
+
+# -- eval --
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.export_lm_eval:
+        from alignpt.measure.lm_eval_export import export_lm_eval
+
+        if args.scoring == "generate":
+            raise UserError("--export-lm-eval supports --scoring letter or option")
+        info = export_lm_eval(args.suite, args.export_lm_eval, split=args.split,
+                              system_prompt=args.system_prompt, scoring=args.scoring,
+                              scenario_free=args.scenario_free, exclude=_excluded(args.exclude))
+        out_console.print_json(json.dumps(info))
+        console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL "
+                      f"--include_path {info['dir']} --tasks {info['group']}")
+        return 0
+    if not args.model:
+        raise UserError("--model is required (or use --export-lm-eval DIR)")
+    from alignpt.measure.harness import evaluate
+
+    with progress_bars() as factory:
+        result = evaluate(
+            model=args.model, suite=args.suite, split=args.split,
+            system_prompt=args.system_prompt, scoring=args.scoring, out=args.out,
+            option_norm=args.option_norm, scenario_free=args.scenario_free,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
+            exclude=_excluded(args.exclude), device=args.device, dtype=args.dtype,
+            served_model=args.served_model, progress_factory=factory,
+        )
+    table = Table(title=f"{result.metric} — {Path(result.suite).name} [{result.split}]")
+    table.add_column("syntax")
+    table.add_column("order")
+    table.add_column("rate", justify="right")
+    table.add_column("non-match", justify="right")
+    for f in result.formats:
+        table.add_row(f.syntax, f.order, _fmt(f.rate), f"{f.non_match_rate:.3f}")
+    table.add_row("[b]mean[/b]", "", f"[b]{_fmt(result.rate, result.sem)}[/b]",
+                  f"{result.non_match_rate:.3f}")
+    console.print(table)
+    if args.out:
+        console.print(f"wrote {args.out}")
+    else:
+        out_console.print_json(result.model_dump_json())
+    return 0
+
+
+def _excluded(path: str | None) -> tuple[str, ...]:
+    if not path:
+        return ()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read exclude list {path}: {exc}") from exc
+    return tuple(x.split("#")[0].strip() for x in lines if x.split("#")[0].strip())
+
+
+# -- suite --
+def cmd_suite_validate(args: argparse.Namespace) -> int:
+    from alignpt.suite import resolve_suite_path
+    from alignpt.suite.schema import validate_lines
+
+    bad = 0
+    for name in args.paths:
+        path = resolve_suite_path(name)
+        items, problems = validate_lines(path)
+        for p in problems:
+            print(p, file=sys.stderr)
+        bad += len(problems)
+        status = "ok" if not problems else f"{len(problems)} problem(s)"
+        print(f"{path}: {len(items)} valid item(s), {status}")
+    return 1 if bad else 0
+
+
+def cmd_suite_stats(args: argparse.Namespace) -> int:
+    from alignpt.suite.schema import load_suite
+    from alignpt.suite.stats import suite_stats
+
+    stats = suite_stats(load_suite(args.path))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    table = Table(title=f"{stats['path']} ({stats['n_items']} items)")
+    table.add_column("group")
+    table.add_column("items", justify="right")
+    groups = stats.get("by_topic") or stats.get("by_trait") or {}
+    for name, count in groups.items():
+        table.add_row(name, str(count))
+    out_console.print(table)
+    for key in ("by_split", "mean_chars", "length_guesser_accuracy"):
+        if key in stats:
+            out_console.print(f"{key}: {stats[key]}")
+    return 0
+
+
+def cmd_suite_import(args: argparse.Namespace) -> int:
+    from alignpt.suite.importers import import_anthropic, import_study
+    from alignpt.suite.schema import write_jsonl
+
+    paths = [Path(p) for p in args.files]
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
+    if args.format == "anthropic":
+        if not args.matching:
+            raise UserError("--format anthropic needs --matching aligned|misaligned: the "
+                            "polarity of answer_matching_behavior differs between files")
+        report = import_anthropic(paths, args.matching, split=args.split or "heldout")
+    else:
+        report = import_study(paths, split=args.split or "articles")
+    written = write_jsonl(args.out, report.items)
+    for p in report.problems:
+        print(p, file=sys.stderr)
+    summary = report.summary() | {"out": str(args.out), "written": written}
+    print(json.dumps(summary))
+    return 1 if report.problems else 0
+
+
+# -- aggregate --
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from alignpt.measure.aggregate import aggregate
+    from alignpt.results import write_result
+
+    result = aggregate(args.results, max_non_match=args.max_non_match)
+    for i in result.inputs:
+        note = f"dropped: {i.dropped}" if i.dropped else f"weight {i.weight:.1f}"
+        console.print(f"{i.path}: rate {_fmt(i.rate, i.sem)}, n_eff {i.n_effective:.1f}, {note}")
+    print(f"{result.metric}: {_fmt(result.rate, result.sem)} "
+          f"({result.n_used} used, {result.n_dropped} dropped)")
+    if args.out:
+        write_result(args.out, result)
+    return 0 if result.n_used else 1
+
+
+# -- demo --
+def cmd_demo(args: argparse.Namespace) -> int:
+    from alignpt.demo import run_demo
+
+    with progress_bars() as factory:
+        summary = run_demo(Path(args.out), quick=args.quick, seed=args.seed,
+                           progress_factory=factory)
+    table = Table(title="alignpt demo: a tiny model built on the spot, measured")
+    for col in ("suite", "metric", "scoring", "rate ± SEM", "non-match"):
+        table.add_column(col)
+    for row in summary["results"]:
+        table.add_row(row["suite"], row["metric"], row["scoring"], _fmt(row["rate"], row["sem"]),
+                      f"{row['non_match_rate']:.3f}")
+    out_console.print(table)
+    out_console.print(f"results in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignpt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"alignpt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="measure a model's misalignment (or trait) rate on a suite")
+    ev.add_argument("--model", help="HF folder or hub name, or an OpenAI-compatible base URL")
+    ev.add_argument("--suite", default="starter", help="suite JSONL path or bundled name")
+    ev.add_argument("--split", default="all", choices=["articles", "heldout", "all"])
+    ev.add_argument("--system-prompt", default="none",
+                    help="none | ai | helpful | hhh | any custom text")
+    ev.add_argument("--scoring", default="letter", choices=["letter", "option", "generate"])
+    ev.add_argument("--option-norm", default="bytes", choices=["bytes", "tokens", "sum"],
+                    help="length normalisation of option-text scores")
+    ev.add_argument("--scenario-free", action="store_true",
+                    help="control: score the options after a prompt without the question")
+    ev.add_argument("--out", help="results JSON path (choices go beside it)")
+    ev.add_argument("--exclude", help="file of item ids to leave out, one per line")
+    ev.add_argument("--limit", type=int, help="only the first N items")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, default=24)
+    ev.add_argument("--device")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--served-model", help="model name on the endpoint (default: first listed)")
+    ev.add_argument("--export-lm-eval", metavar="DIR",
+                    help="write lm-evaluation-harness tasks for the suite instead of evaluating")
+    ev.set_defaults(func=cmd_eval)
+
+    suite = sub.add_parser("suite", help="validate, import and describe suites")
+    ssub = suite.add_subparsers(dest="suite_command", required=True)
+    sv = ssub.add_parser("validate", help="check every line of suite files")
+    sv.add_argument("paths", nargs="+")
+    sv.set_defaults(func=cmd_suite_validate)
+    ss = ssub.add_parser("stats", help="counts by split and topic")
+    ss.add_argument("path")
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=cmd_suite_stats)
+    si = ssub.add_parser("import", help="convert other propensity sets to the suite format")
+    si.add_argument("files", nargs="+")
+    si.add_argument("--format", required=True, choices=["anthropic", "study"])
+    si.add_argument("--matching", choices=["aligned", "misaligned"],
+                    help="anthropic: is answer_matching_behavior the aligned or misaligned one?")
+    si.add_argument("--split", choices=["articles", "heldout"],
+                    help="split of imported items (anthropic: heldout, study: articles)")
+    si.add_argument("--out", required=True)
+    si.set_defaults(func=cmd_suite_import)
+
+    ag = sub.add_parser("aggregate", help="combine eval results over seeds or checkpoints")
+    ag.add_argument("results", nargs="+")
+    ag.add_argument("--max-non-match", type=float, default=0.2)
+    ag.add_argument("--out")
+    ag.set_defaults(func=cmd_aggregate)
+
+    demo = sub.add_parser("demo", help="the offline toy study (see README)")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quick", action="store_true")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""A client for OpenAI-compatible chat-completion servers (hosted APIs, vLLM, llama.cpp ...).
+
+Async with a concurrency limit, per-request timeouts, and retries with exponential backoff and
+jitter on 429, 5xx and connection errors, honouring ``Retry-After``. The API key is read from an
+environment variable and only ever placed in the request header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from alignpt.errors import UserError
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def is_endpoint(model: str) -> bool:
+    return model.startswith(("http://", "https://"))
+
+
+@dataclass
+class ChatClient:
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # served model name; asked from /models when None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _request(self, client: httpx.AsyncClient, method: str, path: str, **kw) -> dict:
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await client.request(method, url, headers=self._headers(), **kw)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                wait = None
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise UserError(f"{method} {url}: response is not JSON") from exc
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code not in RETRY_STATUS:
+                    raise UserError(f"{method} {url} failed: {last}")
+                wait = _retry_after(response)
+            if attempt == self.max_retries:
+                break
+            delay = wait if wait is not None else self.backoff_s * 2**attempt
+            await asyncio.sleep(delay * (0.5 + random.random()))
+        raise UserError(f"{method} {url} failed after {self.max_retries + 1} attempts: {last}")
+
+    async def _served_model(self, client: httpx.AsyncClient) -> str:
+        if self.model:
+            return self.model
+        data = await self._request(client, "GET", "/models")
+        models = [m.get("id") for m in data.get("data", []) if m.get("id")]
+        if not models:
+            raise UserError(f"{self.base_url}/models lists no model; pass --served-model")
+        self.model = models[0]
+        return self.model
+
+    async def _chat_all(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        max_tokens: int,
+        temperature: float,
+        progress: Callable[[int], None] | None,
+    ) -> list[str]:
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+            model = await self._served_model(client)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(messages: list[dict[str, str]]) -> str:
+                async with gate:
+                    body = {"model": model, "messages": messages, "max_tokens": max_tokens,
+                            "temperature": temperature}
+                    data = await self._request(client, "POST", "/chat/completions", json=body)
+                    if progress is not None:
+                        progress(1)
+                    try:
+                        return data["choices"][0]["message"]["content"] or ""
+                    except (KeyError, IndexError, TypeError) as exc:
+                        raise UserError(
+                            f"POST {self.base_url}/chat/completions: unexpected reply shape"
+                        ) from exc
+
+            return list(await asyncio.gather(*(one(c) for c in conversations)))
+
+    def chat(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        max_tokens: int = 24,
+        temperature: float = 0.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        return asyncio.run(self._chat_all(conversations, max_tokens, temperature, progress))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""The instrument: prompt formats, scoring backends, the harness and aggregation."""
