@@ -80,7 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             option_norm=args.option_norm, scenario_free=args.scenario_free,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
             exclude=_excluded(args.exclude), device=args.device, dtype=args.dtype,
-            served_model=args.served_model, progress_factory=factory,
+            served_model=args.served_model, max_retries=args.max_retries,
+            progress_factory=factory,
         )
     table = Table(title=f"{result.metric} — {Path(result.suite).name} [{result.split}]")
     table.add_column("syntax")
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--served-model", help="model name on the endpoint (default: first listed)")
+    ev.add_argument("--max-retries", type=int, default=5,
+                    help="endpoint: retries on 429, 5xx and connection errors")
     ev.add_argument("--export-lm-eval", metavar="DIR",
                     help="write lm-evaluation-harness tasks for the suite instead of evaluating")
     ev.set_defaults(func=cmd_eval)

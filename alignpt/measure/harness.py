@@ -189,6 +189,7 @@ def evaluate(
     device: str | None = None,
     dtype: str = "auto",
     served_model: str | None = None,
+    max_retries: int = 5,
     backend=None,
     progress_factory: Callable[[str, int], Progress] | None = None,
 ) -> EvalResult:
@@ -216,7 +217,7 @@ def evaluate(
                 raise UserError(
                     "an OpenAI-compatible endpoint can only be measured with --scoring generate"
                 )
-            backend = ChatClient(model, model=served_model)
+            backend = ChatClient(model, model=served_model, max_retries=max_retries)
         else:
             from alignpt.measure.hf import HFModel
 
