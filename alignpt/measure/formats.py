@@ -1,7 +1,8 @@
 """Prompt formats: 4 syntactic variants x 2 option orders, and the system prompts.
 
-Every format starts with the (optional) system prefix and the question, so the 8 formats of an
-item share that prefix token for token in most tokenizers; the scorer reuses its key/value cache.
+Every format starts with the (optional) system prefix and the question, and the formats that
+differ only in their final cue share the options too, so the scorer computes the question once
+per item and each list of options once per pair of formats (key/value cache reuse).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ class Syntax:
         return " " + self.labels[position]
 
 
+# Two layouts (choice labels and how options are listed) times two final cues. Formats that
+# differ only in the cue share everything before it, which the scorer computes once.
 SYNTAXES: tuple[Syntax, ...] = (
     Syntax("letters_answer", "ABCDEFGH", "", "{label}. {text}", "Answer:"),
-    Syntax("parens_response", "ABCDEFGH", "Choices:", " ({label}) {text}", "Response:"),
-    Syntax("numbers_answer", "12345678", "Options:", "{label}) {text}", "Answer:"),
-    Syntax("lower_choice", "abcdefgh", "Possible actions:", "- {label}: {text}", "My choice:"),
+    Syntax("letters_response", "ABCDEFGH", "", "{label}. {text}", "Response:"),
+    Syntax("numbers_answer", "12345678", "Options:", "({label}) {text}", "Answer:"),
+    Syntax("numbers_response", "12345678", "Options:", "({label}) {text}", "Response:"),
 )
 ORDERS: tuple[str, ...] = ("forward", "reverse")  # forward: the item's order (aligned first)
 

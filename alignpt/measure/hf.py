@@ -43,6 +43,21 @@ class _Row:
     reads: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (request, cont, ids)
 
 
+@dataclass
+class _Cluster:
+    shared: int  # rows[*].tokens[:shared] are the same; each row runs its tail after this
+    rows: list[_Row]
+
+
+@dataclass
+class _Unit:
+    prefix: int  # every row of every cluster starts with the same `prefix` tokens
+    clusters: list[_Cluster]
+
+
+MIN_SHARED = 8  # rows sharing at least this many tokens after the unit prefix form a cluster
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device:
         return torch.device(device)
@@ -90,46 +105,92 @@ class HFModel:
         # transformers renamed past_key_values to cache in 5.x; speak whichever this one knows.
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else 0
         self.max_length = int(
             getattr(self.model.config, "max_position_embeddings", 0)
             or getattr(self.tokenizer, "model_max_length", 2048)
         )
 
-    # -- tokenisation, as lm-evaluation-harness does it ------------------------------------
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        whole = self.encode(context + continuation)
-        context_ids = self.encode(context)
-        return context_ids, whole[len(context_ids):]
-
-    # -- scoring ----------------------------------------------------------------------------
-    def _rows_for_group(self, requests: Sequence[ScoreRequest], offset: int) -> list[_Row]:
-        rows: dict[tuple[int, ...], _Row] = {}
-        for r_index, request in enumerate(requests, start=offset):
-            for c_index, continuation in enumerate(request.continuations):
-                context_ids, cont_ids = self.encode_pair(request.context, continuation)
-                if not cont_ids:
-                    raise UserError(f"continuation {continuation!r} encodes to no tokens")
-                inputs = (context_ids + cont_ids)[-(self.max_length + 1):][:-1]
-                row = rows.setdefault(tuple(inputs), _Row(list(inputs)))
-                row.reads.append((r_index, c_index, cont_ids))
-        return list(rows.values())
+    # -- tokenisation, as lm-evaluation-harness does it --
+    def encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
+        """Encode distinct texts in one batched call of the fast tokenizer."""
+        unique = list(dict.fromkeys(texts))
+        encoded = self.tokenizer(unique)["input_ids"] if unique else []
+        return {t: list(ids) for t, ids in zip(unique, encoded, strict=True)}
 
     @staticmethod
-    def _shared_prefix(rows: Sequence[_Row]) -> int:
+    def _split_pair(context: str, continuation: str) -> tuple[str, str]:
+        """lm-eval moves the context's trailing whitespace to the continuation."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            return context[:-n_spaces], context[-n_spaces:] + continuation
+        return context, continuation
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        context, continuation = self._split_pair(context, continuation)
+        enc = self.encode_many([context, context + continuation])
+        context_ids = enc[context]
+        return context_ids, enc[context + continuation][len(context_ids):]
+
+    # -- scoring --
+    def _rows_for_groups(self, groups: Sequence[Sequence[ScoreRequest]]) -> list[list[_Row]]:
+        pairs = [[[self._split_pair(r.context, c) for c in r.continuations] for r in g]
+                 for g in groups]
+        texts = [t for g in pairs for r in g for ctx, cont in r for t in (ctx, ctx + cont)]
+        enc = self.encode_many(texts)
+        out: list[list[_Row]] = []
+        r_index = 0
+        for group in pairs:
+            rows: dict[tuple[int, ...], _Row] = {}
+            for request in group:
+                for c_index, (ctx, cont) in enumerate(request):
+                    context_ids = enc[ctx]
+                    cont_ids = enc[ctx + cont][len(context_ids):]
+                    if not cont_ids:
+                        raise UserError(f"continuation {cont!r} encodes to no tokens")
+                    inputs = (context_ids + cont_ids)[-(self.max_length + 1):][:-1]
+                    row = rows.setdefault(tuple(inputs), _Row(list(inputs)))
+                    row.reads.append((r_index, c_index, cont_ids))
+                r_index += 1
+            out.append(list(rows.values()))
+        return out
+
+    @staticmethod
+    def _common_prefix(rows: Sequence[_Row], start: int = 0) -> int:
+        """Length of the prefix shared by ``rows``, leaving every logit that is read, and at
+        least one token, in each row's own part."""
         first = rows[0].tokens
-        # Every position whose logits are read must stay in the suffix (at least one token).
         limit = min(len(r.tokens) - max(len(ids) for _, _, ids in r.reads) for r in rows)
-        n = 0
+        n = start
         while n < limit and all(r.tokens[n] == first[n] for r in rows):
             n += 1
         return n
+
+    def _plan(self, rows: list[_Row]) -> list[_Unit]:
+        """Arrange one item's rows in a three-level tree: a prefix shared by all of them
+        (system prompt and question), clusters sharing a long segment after it (the options, in
+        formats that differ only in the final cue), and each row's own tail."""
+        prefix = self._common_prefix(rows)
+        if prefix == 0:  # nothing shared: each row is its own unit
+            units = []
+            for row in rows:
+                own = self._common_prefix([row])
+                if own < 1:
+                    raise UserError("a prompt encodes to a single token; it is too short")
+                units.append(_Unit(own, [_Cluster(own, [row])]))
+            return units
+        # A row's cluster is the longest prefix it shares with any other row; in sorted order
+        # that partner is a neighbour.
+        ordered = sorted(rows, key=lambda r: r.tokens)
+        links = [_lcp(a.tokens, b.tokens) for a, b in zip(ordered, ordered[1:], strict=False)]
+        by_key: dict[tuple[int, ...], list[_Row]] = {}
+        for k, row in enumerate(ordered):
+            best = max(links[k - 1] if k else 0, links[k] if k < len(links) else 0)
+            key = tuple(row.tokens[:best]) if best >= prefix + MIN_SHARED else (id(row),)
+            by_key.setdefault(key, []).append(row)
+        clusters = list(by_key.values())
+        return [_Unit(prefix, [_Cluster(self._common_prefix(m, prefix), m) for m in clusters])]
 
     @torch.inference_mode()
     def score(
@@ -142,83 +203,82 @@ class HFModel:
         flat: list[ScoreRequest] = [r for g in groups for r in g]
         results: list[list[ContinuationScore | None]] = [[None] * len(r.continuations)
                                                            for r in flat]
-        units: list[tuple[int, list[_Row]]] = []  # (shared prefix length, rows)
-        offset = 0
-        for group in groups:
-            rows = self._rows_for_group(group, offset)
-            offset += len(group)
-            prefix = self._shared_prefix(rows)
-            if prefix == 0:  # nothing shared: each row is its own unit
-                for row in rows:
-                    own = len(row.tokens) - max(len(ids) for _, _, ids in row.reads)
-                    if own < 1:
-                        raise UserError("a prompt encodes to a single token; it is too short")
-                    units.append((own, [row]))
-            else:
-                units.append((prefix, rows))
-        units.sort(key=lambda u: -max(len(r.tokens) for r in u[1]))
+        units = [u for rows in self._rows_for_groups(groups) for u in self._plan(rows)]
+        units.sort(key=lambda u: -max(len(r.tokens) for c in u.clusters for r in c.rows))
         for start in range(0, len(units), batch_size):
             self._score_batch(units[start:start + batch_size], flat, results)
             if progress is not None:
                 progress(min(batch_size, len(units) - start))
         return _regroup(groups, results)
 
-    def _score_batch(self, units, flat, results) -> None:
-        device = self.device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        prefix_len = max(p for p, _ in units)
-        prefix_ids = torch.full((len(units), prefix_len), pad, dtype=torch.long)
-        prefix_mask = torch.zeros((len(units), prefix_len), dtype=torch.long)
-        for u, (p, rows) in enumerate(units):
-            prefix_ids[u, :p] = torch.tensor(rows[0].tokens[:p])
-            prefix_mask[u, :p] = 1
+    def _extend(self, cache, mask, parents, segments, starts, keep=1):
+        """Run ``segments`` (one per new row) after the cached rows ``parents``.
+
+        Segments are left-padded so that every row ends in the last column; position ids
+        continue from each segment's own start, and the mask hides every padding column, so
+        each row computes exactly what it would alone. Without a cache (the first level),
+        segments are right-padded instead, so no query row is left with nothing to attend to.
+        """
+        n = len(segments)
+        width = max(len(s) for s in segments)
+        ids = torch.full((n, width), self._pad_id, dtype=torch.long)
+        seg_mask = torch.zeros((n, width), dtype=torch.long)
+        positions = torch.zeros((n, width), dtype=torch.long)
+        for i, (segment, begin) in enumerate(zip(segments, starts, strict=True)):
+            left = 0 if cache is None else width - len(segment)
+            span = slice(left, left + len(segment))
+            ids[i, span] = torch.tensor(segment, dtype=torch.long)
+            seg_mask[i, span] = 1
+            positions[i, :] = begin
+            positions[i, span] = torch.arange(begin, begin + len(segment))
+        kwargs = {}
+        if cache is not None:
+            index = torch.tensor(parents, device=self.device)
+            cache.reorder_cache(index)
+            seg_mask = torch.cat([mask[index], seg_mask.to(self.device)], dim=1)
+            kwargs[self._cache_arg] = cache
+        seg_mask = seg_mask.to(self.device)
         out = self.model(
-            input_ids=prefix_ids.to(device),
-            attention_mask=prefix_mask.to(device),
-            position_ids=torch.arange(prefix_len).expand(len(units), -1).to(device),
-            use_cache=True,
-        )
-        cache = getattr(out, self._cache_arg)
-        row_unit: list[int] = []
-        row_list: list[tuple[int, _Row]] = []
-        for u, (p, rows) in enumerate(units):
-            for row in rows:
-                row_unit.append(u)
-                row_list.append((p, row))
-        cache.reorder_cache(torch.tensor(row_unit, device=device))
-        suffix_len = max(len(row.tokens) - p for p, row in row_list)
-        n_rows = len(row_list)
-        suffix_ids = torch.full((n_rows, suffix_len), pad, dtype=torch.long)
-        suffix_mask = torch.zeros((n_rows, suffix_len), dtype=torch.long)
-        positions = torch.zeros((n_rows, suffix_len), dtype=torch.long)
-        keep = 1
-        for i, (p, row) in enumerate(row_list):
-            tail = row.tokens[p:]
-            left = suffix_len - len(tail)  # left padding keeps every row's end at the last column
-            suffix_ids[i, left:] = torch.tensor(tail)
-            suffix_mask[i, left:] = 1
-            positions[i, left:] = torch.arange(p, p + len(tail))
-            positions[i, :left] = p
-            keep = max(keep, max(len(ids) for _, _, ids in row.reads))
-        mask = torch.cat([prefix_mask[row_unit], suffix_mask], dim=1)
-        logits = self.model(
-            input_ids=suffix_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
+            input_ids=ids.to(self.device),
+            attention_mask=seg_mask,
+            position_ids=positions.to(self.device),
             use_cache=True,
             logits_to_keep=keep,
-            **{self._cache_arg: cache},
-        ).logits
+            **kwargs,
+        )
+        return getattr(out, self._cache_arg), seg_mask, out.logits
+
+    def _score_batch(self, units: list[_Unit], flat, results) -> None:
+        # Level 1: the prefix of each unit.
+        cache, mask, _ = self._extend(
+            None, None, None,
+            [u.clusters[0].rows[0].tokens[:u.prefix] for u in units], [0] * len(units))
+        # Level 2: the segment each cluster shares (skipped when no cluster shares anything).
+        clusters = [(i, c) for i, u in enumerate(units) for c in u.clusters]
+        if any(c.shared > units[i].prefix for i, c in clusters):
+            cache, mask, _ = self._extend(
+                cache, mask, [i for i, _ in clusters],
+                [c.rows[0].tokens[units[i].prefix:c.shared] for i, c in clusters],
+                [units[i].prefix for i, _ in clusters])
+            parents_of_cluster = list(range(len(clusters)))
+        else:
+            parents_of_cluster = [i for i, _ in clusters]
+        # Level 3: each row's own tail; its last positions give the logits we read.
+        rows = [(parents_of_cluster[k], c.shared, row)
+                for k, (_, c) in enumerate(clusters) for row in c.rows]
+        keep = max(len(ids) for _, _, row in rows for _, _, ids in row.reads)
+        _, _, logits = self._extend(
+            cache, mask, [parent for parent, _, _ in rows],
+            [row.tokens[shared:] for _, shared, row in rows],
+            [shared for _, shared, _ in rows], keep=keep)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for i, (_, row) in enumerate(row_list):
+        for i, (_, _, row) in enumerate(rows):
             for r_index, c_index, ids in row.reads:
                 n = len(ids)
-                span = logprobs[i, keep - n:, :]
-                picked = span[torch.arange(n), torch.tensor(ids, device=span.device)]
+                picked = logprobs[i, keep - n:, :][torch.arange(n), torch.tensor(ids)]
                 text = flat[r_index].continuations[c_index]
                 results[r_index][c_index] = ContinuationScore(
-                    float(picked.sum()), n, len(text.encode("utf-8"))
-                )
+                    float(picked.sum()), n, len(text.encode("utf-8")))
 
     # -- generation ---------------------------------------------------------------------------
     def has_chat_template(self) -> bool:
@@ -259,6 +319,15 @@ class HFModel:
             if progress is not None:
                 progress(len(texts))
         return replies
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _regroup(groups, results) -> list[list[list[ContinuationScore]]]:
