@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import re
+from collections import Counter, defaultdict
+from itertools import combinations
 
 from alignpt.suite.schema import Suite
+
+WORD = re.compile(r"[a-z0-9']+")
+
+
+def word_ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = WORD.findall(text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def ngram_overlaps(texts: dict[str, str], n: int = 5) -> dict[tuple[str, str], float]:
+    """Share of word n-grams two texts have in common (over the smaller set), for every pair
+    that shares at least one; an inverted index keeps this fast on thousands of items."""
+    grams = {key: word_ngrams(text, n) for key, text in texts.items()}
+    index: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for key, gs in grams.items():
+        for g in gs:
+            index[g].append(key)
+    shared: Counter[tuple[str, str]] = Counter()
+    for keys in index.values():
+        for a, b in combinations(sorted(keys), 2):
+            shared[(a, b)] += 1
+    return {pair: count / min(len(grams[pair[0]]), len(grams[pair[1]]))
+            for pair, count in shared.items()}
 
 
 def suite_stats(suite: Suite) -> dict:
@@ -30,6 +55,10 @@ def suite_stats(suite: Suite) -> dict:
     aligned_len = [len(i.aligned) for i in items]  # type: ignore[union-attr]
     misaligned_len = [len(i.misaligned) for i in items]  # type: ignore[union-attr]
     longer_is_misaligned = sum(m > a for a, m in zip(aligned_len, misaligned_len, strict=True))
+    overlaps = ngram_overlaps(
+        {i.id: f"{i.question} {i.aligned} {i.misaligned}" for i in items}  # type: ignore[union-attr]
+    )
+    worst = max(overlaps.items(), key=lambda kv: kv[1], default=(("", ""), 0.0))
     return {
         "path": str(suite.path),
         "kind": "scenario",
@@ -45,4 +74,8 @@ def suite_stats(suite: Suite) -> dict:
         # Accuracy of a guesser that calls the longer option misaligned: near 0.5 means that
         # length alone does not give the answer away.
         "length_guesser_accuracy": round(longer_is_misaligned / n, 4) if n else None,
+        # Near-duplicates: the largest share of word 5-grams two items have in common.
+        "max_5gram_overlap": {"pair": list(worst[0]), "share": round(worst[1], 4)},
+        "near_duplicate_pairs": sorted(
+            [list(pair) for pair, share in overlaps.items() if share > 0.5]),
     }
