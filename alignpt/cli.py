@@ -187,6 +187,44 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0 if result.n_used else 1
 
 
+# -- filter --
+def cmd_filter_run(args: argparse.Namespace) -> int:
+    from alignpt.filter.pipeline import run_filter
+
+    report = run_filter(
+        args.inputs, args.out, text_field=args.text_field, terms=args.terms, engine=args.engine,
+        disabled=tuple(args.disable_category or ()), workers=args.workers, tasks=args.tasks,
+        executor=args.executor, replace=args.replace, replace_by=args.replace_by, seed=args.seed,
+        output_format=args.format, slurm_partition=args.slurm_partition)
+    if report.get("submitted"):
+        print(f"submitted to Slurm; outputs under {report['out']}")
+        return 0
+    print(f"in {report['documents_in']}: kept {report['kept']}, flagged {report['flagged']} "
+          f"(flag rate {_fmt(report['flag_rate'])}), errors {report['errors']}")
+    for error in report["error_list"][:20]:
+        print(f"{error['file']}:{error['line']}: {error['error']}", file=sys.stderr)
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def cmd_filter_explain(args: argparse.Namespace) -> int:
+    from alignpt.filter.rules import Blocklist
+
+    blocklist = Blocklist.load(args.terms, disabled=tuple(args.disable_category or ()))
+    decision = blocklist.decide(args.text)
+    print(json.dumps(decision.to_dict(), indent=2))
+    return 0
+
+
+def cmd_filter_eval(args: argparse.Namespace) -> int:
+    from alignpt.filter.evaluate import evaluate_labelled
+
+    result = evaluate_labelled(args.labelled, terms=args.terms,
+                               disabled=tuple(args.disable_category or ()))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 # -- demo --
 def cmd_demo(args: argparse.Namespace) -> int:
     from alignpt.demo import run_demo
@@ -260,6 +298,42 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--out")
     ag.set_defaults(func=cmd_aggregate)
 
+    flt = sub.add_parser("filter", help="flag AI discourse in a corpus (run, explain, eval)")
+    fsub = flt.add_subparsers(dest="filter_command", required=True)
+
+    def term_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--terms", help="term list YAML (default: the bundled list)")
+        p.add_argument("--disable-category", action="append", metavar="NAME",
+                       help="turn a category off (repeatable)")
+
+    fr = fsub.add_parser("run", help="filter INPUT... into --out DIR (the default subcommand)")
+    fr.add_argument("inputs", nargs="+", help="JSONL (.gz/.zst), Parquet, HF dataset folders")
+    fr.add_argument("--out", required=True)
+    fr.add_argument("--text-field", default="text")
+    term_options(fr)
+    fr.add_argument("--engine", default="auto", choices=["auto", "hyperscan", "ahocorasick",
+                                                         "python"])
+    fr.add_argument("--workers", type=int, default=1)
+    fr.add_argument("--tasks", type=int, help="datatrove tasks (default: from inputs/workers)")
+    fr.add_argument("--executor", default="local", choices=["local", "slurm", "ray"])
+    fr.add_argument("--slurm-partition")
+    fr.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
+    fr.add_argument("--replace", action="store_true",
+                    help="also write replaced/: kept docs resampled back to the original size")
+    fr.add_argument("--replace-by", default="docs", choices=["docs", "tokens"],
+                    help="restore the document count, or the (whitespace) token count")
+    fr.add_argument("--seed", type=int, default=0)
+    fr.set_defaults(func=cmd_filter_run)
+    fx = fsub.add_parser("explain", help="show the decision and its reasons for one text")
+    fx.add_argument("text")
+    term_options(fx)
+    fx.set_defaults(func=cmd_filter_explain)
+    fe = fsub.add_parser("eval", help="recall, precision and flag rate on a labelled JSONL")
+    fe.add_argument("labelled", nargs="?", default=None,
+                    help="JSONL with text and must_flag (default: the bundled dev set)")
+    term_options(fe)
+    fe.set_defaults(func=cmd_filter_eval)
+
     demo = sub.add_parser("demo", help="the offline toy study (see README)")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quick", action="store_true")
@@ -269,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `alignpt filter INPUT...` means `alignpt filter run INPUT...`.
+    if len(argv) > 1 and argv[0] == "filter" and argv[1] not in ("run", "explain", "eval",
+                                                                  "-h", "--help"):
+        argv.insert(1, "run")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

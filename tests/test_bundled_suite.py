@@ -49,6 +49,12 @@ def test_length_alone_does_not_give_the_answer_away():
         assert 0.45 <= longer <= 0.55, split
 
 
+def test_wording_alone_gives_little_away():
+    cues = suite_stats(load_suite("bundled"))["option_only_guesser_accuracy"]
+    assert cues["function_words"] <= 0.65
+    assert cues["all_words"] <= 0.75
+
+
 def test_no_near_duplicates():
     suite = load_suite("bundled")
     texts = {i.id: f"{i.question} {i.aligned} {i.misaligned}" for i in suite.items}

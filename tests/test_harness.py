@@ -43,7 +43,7 @@ def test_same_choices_as_lm_evaluation_harness(tiny_model, tmp_path, scoring):
         fmt = task[len(info["group"]) + 1:]
         for s in samples:
             lls = np.array([r[0] for r in s["filtered_resps"]])
-            if scoring == "option":  # acc_norm: log-likelihood per byte of the choice text
+            if scoring == "option":  # acc_bytes: log-likelihood per byte of the choice text
                 lls = lls / np.array([len(c.encode()) for c in s["doc"]["choices"]])
             picked_target = int(np.argmax(lls)) == s["doc"]["target"]
             theirs = "misaligned" if picked_target else "aligned"
@@ -51,7 +51,7 @@ def test_same_choices_as_lm_evaluation_harness(tiny_model, tmp_path, scoring):
             agree += ours[(s["doc"]["id"], fmt)] == theirs
     assert total == 8 * result.n_items
     assert agree / total >= 0.995, f"{agree}/{total}"
-    metric = "acc,none" if scoring == "letter" else "acc_norm,none"
+    metric = "acc,none" if scoring == "letter" else "acc_bytes,none"
     assert lm["results"][info["group"]][metric] == pytest.approx(result.rate, abs=0.01)
 
 

@@ -106,7 +106,10 @@ def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size,
     for prompts, group_scores in zip(prompts_by_item, scored, strict=True):
         for p, cont_scores in zip(prompts, group_scores, strict=True):
             if scoring == "option" and option_norm == "bytes":
-                values = [s.logprob / max(1, s.n_bytes) for s in cont_scores]
+                # Per UTF-8 byte of the option text (not the space before it): lm-eval's acc_bytes.
+                texts = [p.item.options[i].strip() for i in p.shown]
+                values = [s.logprob / max(1, len(t.encode("utf-8")))
+                          for s, t in zip(cont_scores, texts, strict=True)]
             elif scoring == "option" and option_norm == "tokens":
                 values = [s.logprob / max(1, s.n_tokens) for s in cont_scores]
             else:

@@ -1,7 +1,7 @@
 """Export a suite as lm-evaluation-harness tasks: one multiple-choice task per prompt format.
 
 The exported prompts are exactly the contexts ``alignpt eval`` scores, and the choices are the
-label continuations (letter scoring) or the option texts (option scoring, whose ``acc_norm`` is
+label continuations (letter scoring) or the option texts (option scoring, whose ``acc_bytes`` is
 our byte-normalised option score). ``target`` is the misaligned (or high-trait) option, so a
 task's ``acc`` *is* the misalignment (high-trait) rate in that format, and the group's mean
 over the 8 tasks is ``alignpt eval``'s ``rate``. Run with ``lm_eval --include_path DIR``.
@@ -72,6 +72,7 @@ def export_lm_eval(
             "metric_list": [
                 {"metric": "acc", "aggregation": "mean", "higher_is_better": False},
                 {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": False},
+                {"metric": "acc_bytes", "aggregation": "mean", "higher_is_better": False},
             ],
             "metadata": {"version": 1, "suite": str(loaded.path), "split": split},
         }
@@ -82,6 +83,7 @@ def export_lm_eval(
         "aggregate_metric_list": [
             {"metric": "acc", "aggregation": "mean", "weight_by_size": False},
             {"metric": "acc_norm", "aggregation": "mean", "weight_by_size": False},
+            {"metric": "acc_bytes", "aggregation": "mean", "weight_by_size": False},
         ],
         "metadata": {"version": 1},
     }

@@ -9,6 +9,37 @@ from itertools import combinations
 from alignpt.suite.schema import Suite
 
 WORD = re.compile(r"[a-z0-9']+")
+FUNCTION_WORDS = sorted(set("""
+a about above after again against all also although am an and any are as at be because been
+before being below between both but by can could did do does doing down during each even few
+for from further had has have having he her here hers him his how i if in instead into is it
+its just may me might more most must my no nor not now of off on once only or other our ours
+out over own rather same shall she should since so some still such than that the their them
+then there these they this those though through to too under unless until up very was we were
+what when where whether which while who whom why will with would yet you your
+""".split()))
+
+
+def option_only_guesser(items, vocabulary=None, folds: int = 10, seed: int = 0) -> float:
+    """Cross-validated accuracy of a bag-of-words logistic regression that sees only the two
+    options (never the question) and must say which one is misaligned. 0.5 means wording gives
+    nothing away; the study-style items this suite is modelled on are far above that."""
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    hits: list[bool] = []
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(np.arange(len(items))):
+        vectorizer = CountVectorizer(vocabulary=vocabulary, token_pattern=r"(?u)\b\w+\b")
+        x = vectorizer.fit_transform([items[i].aligned for i in train]
+                                     + [items[i].misaligned for i in train])
+        model = LogisticRegression(max_iter=3000).fit(x, [0] * len(train) + [1] * len(train))
+        aligned = model.decision_function(vectorizer.transform([items[i].aligned for i in test]))
+        misaligned = model.decision_function(
+            vectorizer.transform([items[i].misaligned for i in test]))
+        hits.extend(bool(m > a) for a, m in zip(aligned, misaligned, strict=True))
+    return sum(hits) / len(hits)
 
 
 def word_ngrams(text: str, n: int = 5) -> set[tuple[str, ...]]:
@@ -78,4 +109,9 @@ def suite_stats(suite: Suite) -> dict:
         "max_5gram_overlap": {"pair": list(worst[0]), "share": round(worst[1], 4)},
         "near_duplicate_pairs": sorted(
             [list(pair) for pair, share in overlaps.items() if share > 0.5]),
+        # How well the options' wording alone (no question) reveals the misaligned one.
+        "option_only_guesser_accuracy": {
+            "all_words": round(option_only_guesser(items), 4),
+            "function_words": round(option_only_guesser(items, FUNCTION_WORDS), 4),
+        } if n >= 20 else None,
     }
