@@ -3,10 +3,10 @@ or Ray executor, then the report and, on request, the replacement of flagged doc
 
 Output layout under ``--out DIR``::
 
-    kept/00000.jsonl.gz ...      kept documents, as read (one shard per task)
-    flagged/00000.jsonl.gz ...   flagged documents, with "alignpt_filter": the decision
+    kept/00000.jsonl.zst ...     kept documents, as read (one shard per task)
+    flagged/00000.jsonl.zst ...  flagged documents, with "alignpt_filter": the decision
     errors/00000.jsonl           unusable records: file, line, error
-    replaced/00000.jsonl.gz      (--replace) kept + resampled kept documents
+    replaced/00000.jsonl.zst     (--replace) kept + resampled kept documents
     stats/00000.json             per-task counts, merged into report.json
     report.json, report.png      the run's report
     logs/                        datatrove's logs and completion markers (resumption)
@@ -86,8 +86,9 @@ class AIDiscourseFilter(PipelineStep):
                                  adapter=_record_adapter)
         from datatrove.pipeline.writers import JsonlWriter
 
-        return JsonlWriter(f"{self.out_dir}/{folder}", output_filename="${rank}.jsonl.gz",
-                           adapter=_record_adapter)
+        # zstd: several times faster to write than gzip at a similar ratio.
+        return JsonlWriter(f"{self.out_dir}/{folder}", output_filename="${rank}.jsonl.zst",
+                           compression="zstd", adapter=_record_adapter)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from alignpt.filter.rules import Blocklist
@@ -301,7 +302,7 @@ def draw_report(report: dict, path: Path) -> None:
 
 def _read_shards(folder: Path, text_field: str):
     for shard in sorted(folder.glob("*")):
-        if shard.name.endswith((".jsonl.gz", ".parquet")):
+        if shard.name.endswith((".jsonl.zst", ".parquet")):
             for record in read_unit(str(shard), text_field=text_field):
                 yield record.data
 
@@ -333,7 +334,7 @@ def replace_flagged(out: Path, report: dict, text_field: str = "text", by: str =
     for old in target.glob("*"):
         old.unlink()
     rows_written = words_written = 0
-    path = target / ("00000.parquet" if output_format == "parquet" else "00000.jsonl.gz")
+    path = target / ("00000.parquet" if output_format == "parquet" else "00000.jsonl.zst")
     rows = []
     for index, row in enumerate(_read_shards(kept_dir, text_field)):
         for _ in range(1 + extra.get(index, 0)):
@@ -355,8 +356,8 @@ def replace_flagged(out: Path, report: dict, text_field: str = "text", by: str =
 
 
 def _append_jsonl(path: Path, rows: list[dict]) -> None:
-    import gzip
+    import zstandard
 
-    with gzip.open(path, "at", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with path.open("ab") as fh:  # concatenated zstd frames read back as one stream
+        fh.write(zstandard.ZstdCompressor().compress(payload.encode("utf-8")))
