@@ -225,6 +225,57 @@ def cmd_filter_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- mix, tokenizer, tokenize, train --
+def cmd_mix(args: argparse.Namespace) -> int:
+    from alignpt.mix import AddSpec, mix
+
+    if len(args.add) != len(args.share):
+        raise UserError("give one --share per --add")
+    adds = [AddSpec(paths=[p], share=s, name=Path(p).stem.split(".")[0] or f"add{i}")
+            for i, (p, s) in enumerate(zip(args.add, args.share, strict=True))]
+    manifest = mix(args.base, adds, args.out, placement=args.placement, seed=args.seed,
+                   text_field=args.text_field, tokenizer=args.tokenizer)
+    for a in manifest["adds"]:
+        print(f"{a['name']}: {a['documents']} documents, {a['tokens']} tokens, realised share "
+              f"{a['realised_share']:.4f} (target {a['target_share']})")
+    print(f"{manifest['documents']} documents, {manifest['tokens']} tokens -> {args.out}")
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from alignpt.filter.corpus import read_unit, resolve_inputs
+    from alignpt.toy import train_tokenizer
+
+    texts = [r.text for u in resolve_inputs(args.corpus) for r in read_unit(u, args.text_field)
+             if r.text]
+    if not texts:
+        raise UserError("no text to train a tokenizer on")
+    tok = train_tokenizer(texts, args.vocab_size)
+    tok.save_pretrained(args.out)
+    print(f"byte-level BPE, {len(tok)} tokens -> {args.out}")
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from alignpt.train.data import tokenize
+
+    index = tokenize(args.mix, args.tokenizer, args.seq_len, args.out, text_field=args.text_field)
+    print(f"{index['documents']} documents, {index['tokens']} tokens -> {index['sequences']} "
+          f"sequences of {index['seq_len']} ({index['dtype']}) in {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from alignpt.train.config import load_config
+    from alignpt.train.loop import train
+
+    cfg = load_config(args.config, args.set or [])
+    with progress_bars() as factory:
+        result = train(cfg, progress_factory=factory)
+    print(json.dumps(result))
+    return 0
+
+
 # -- demo --
 def cmd_demo(args: argparse.Namespace) -> int:
     from alignpt.demo import run_demo
@@ -333,6 +384,41 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSONL with text and must_flag (default: the bundled dev set)")
     term_options(fe)
     fe.set_defaults(func=cmd_filter_eval)
+
+    mx = sub.add_parser("mix", help="insert documents at a token share and placement")
+    mx.add_argument("--base", nargs="+", required=True)
+    mx.add_argument("--add", action="append", required=True, help="documents to insert")
+    mx.add_argument("--share", action="append", type=float, required=True,
+                    help="share of the stage's tokens, one per --add")
+    mx.add_argument("--placement", default="uniform", help="uniform | late:FRACTION")
+    mx.add_argument("--out", required=True)
+    mx.add_argument("--seed", type=int, default=0)
+    mx.add_argument("--text-field", default="text")
+    mx.add_argument("--tokenizer", help="count tokens with this tokenizer (default: words)")
+    mx.set_defaults(func=cmd_mix)
+
+    tk = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    tksub = tk.add_subparsers(dest="tokenizer_command", required=True)
+    tt = tksub.add_parser("train")
+    tt.add_argument("--corpus", nargs="+", required=True)
+    tt.add_argument("--vocab-size", type=int, default=8192)
+    tt.add_argument("--out", required=True)
+    tt.add_argument("--text-field", default="text")
+    tt.set_defaults(func=cmd_tokenizer_train)
+
+    tz = sub.add_parser("tokenize", help="pack a mix into fixed-length token shards")
+    tz.add_argument("mix", help="a mix folder or JSONL/Parquet input")
+    tz.add_argument("--tokenizer", required=True)
+    tz.add_argument("--seq-len", type=int, default=2048)
+    tz.add_argument("--out", required=True)
+    tz.add_argument("--text-field", default="text")
+    tz.set_defaults(func=cmd_tokenize)
+
+    tr = sub.add_parser("train", help="pretrain or midtrain a GPT-NeoX model from a config")
+    tr.add_argument("config")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set max_steps=100 (repeatable)")
+    tr.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="the offline toy study (see README)")
     demo.add_argument("--out", default="runs/demo")

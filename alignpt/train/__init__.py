@@ -1,0 +1,1 @@
+"""Tokenizing, packing and (mid)training GPT-NeoX models."""

@@ -1,0 +1,239 @@
+"""Pretraining and midtraining GPT-NeoX models: one loop, read top to bottom.
+
+Data is read in order (the mix's order is the training order, which is what makes late-stage
+insertion meaningful): global step ``s`` uses sequences ``[s*B, (s+1)*B)`` of the packed data,
+wrapping around after an epoch, split over processes and gradient-accumulation micro-batches.
+The learning rate warms up linearly over ``warmup_frac`` of the steps, then follows a cosine
+from ``max_lr`` to ``min_lr``.
+
+Checkpoints are Hugging Face folders ``OUT/checkpoints/step-000100/`` (safetensors, config,
+tokenizer) plus ``trainer_state.pt`` (optimizer state, step, tokens seen); they are written to a
+temporary folder and renamed, and ``OUT/checkpoints/latest`` names the newest. A rerun of the
+same command resumes from it and, on CPU, ends with the same weights as an uninterrupted run.
+``OUT/metrics.jsonl`` gets loss, learning rate, tokens/s, MFU (on GPUs) and, when configured,
+the misalignment rate (with SE) of each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from alignpt import __version__
+from alignpt.errors import UserError
+from alignpt.train.config import TrainConfig
+from alignpt.train.data import PackedDataset
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    warmup = max(1, round(cfg.warmup_frac * total))
+    if step < warmup:
+        return cfg.max_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.min_lr + 0.5 * (cfg.max_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, seq_len: int):
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    if cfg.model.init_from:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.init_from, use_safetensors=True,
+                                                     dtype=torch.float32)
+        if model.config.max_position_embeddings < seq_len:  # context extension (rotary)
+            model.config.max_position_embeddings = seq_len
+        return model
+    hidden, layers, heads = cfg.model.shape()
+    config = GPTNeoXConfig(
+        vocab_size=64 * math.ceil(vocab_size / 64),
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * hidden, max_position_embeddings=seq_len,
+        rotary_pct=cfg.model.rotary_pct, use_parallel_residual=True, tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(cfg.seed)
+    return GPTNeoXForCausalLM(config)
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def _latest(checkpoints: Path) -> Path | None:
+    pointer = checkpoints / "latest"
+    if pointer.exists():
+        path = checkpoints / pointer.read_text().strip()
+        if (path / "trainer_state.pt").exists():
+            return path
+    return None
+
+
+def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None) -> dict:
+    """Run (or resume) one stage; ``stop_after`` ends this call after that many steps, as a
+    kill would (used to test resumption)."""
+    from accelerate import Accelerator
+
+    data = PackedDataset(cfg.data)
+    seq_len = cfg.seq_len or data.seq_len
+    if seq_len != data.seq_len:
+        raise UserError(f"seq_len {seq_len} differs from the packed data's {data.seq_len}; "
+                        "tokenize again with --seq-len")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "fp32"
+    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else precision)
+    world = accelerator.num_processes
+    seqs_per_step = max(1, cfg.global_batch_tokens // seq_len)
+    if seqs_per_step % (world * cfg.micro_batch_size):
+        raise UserError(f"global batch of {seqs_per_step} sequences does not split into "
+                        f"{world} processes x micro batches of {cfg.micro_batch_size}")
+    accumulation = seqs_per_step // (world * cfg.micro_batch_size)
+    total_steps = cfg.max_steps or max(1, len(data) // seqs_per_step)
+
+    out = Path(cfg.out)
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    resume = _latest(checkpoints)
+    tokenizer_dir = Path(cfg.data) / "tokenizer"
+    if resume is not None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(resume, use_safetensors=True,
+                                                     dtype=torch.float32)
+    else:
+        model = build_model(cfg, data.index["vocab_size"], seq_len)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.max_lr, betas=cfg.betas, fused=torch.cuda.is_available())
+    step, tokens_seen = 0, 0
+    if resume is not None:
+        state = torch.load(resume / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        step, tokens_seen = state["step"], state["tokens"]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    flops = flops_per_token(accelerator.unwrap_model(model), seq_len)
+    peak = cfg.peak_flops or _peak_flops()
+    metrics = (out / "metrics.jsonl").open("a", encoding="utf-8")
+
+    def save(at_step: int) -> Path:
+        name = f"step-{at_step:06d}"
+        final = checkpoints / name
+        if accelerator.is_main_process:
+            tmp = checkpoints / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            unwrapped = accelerator.unwrap_model(model)
+            unwrapped.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer_dir.exists():
+                from transformers import AutoTokenizer
+
+                AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+            torch.save({"optimizer": optimizer.state_dict(), "step": at_step,
+                        "tokens": tokens_seen, "alignpt_version": __version__},
+                       tmp / "trainer_state.pt")
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            (checkpoints / "latest.tmp").write_text(name)
+            (checkpoints / "latest.tmp").replace(checkpoints / "latest")
+            kept = sorted(p for p in checkpoints.glob("step-*") if p.is_dir())
+            for old in kept[: max(0, len(kept) - cfg.keep_checkpoints)]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+        return final
+
+    def evaluate_checkpoint(path: Path, at_step: int) -> None:
+        if cfg.eval is None or not accelerator.is_main_process:
+            return
+        from alignpt.measure.harness import evaluate
+
+        results = {}
+        for scoring in cfg.eval.scorings:
+            r = evaluate(str(path), cfg.eval.suite, split=cfg.eval.split, scoring=scoring,
+                         system_prompt=cfg.eval.system_prompt, out=path / f"eval_{scoring}.json")
+            results[scoring] = {"rate": r.rate, "sem": r.sem}
+        metrics.write(json.dumps({"step": at_step, "tokens": tokens_seen, "eval": results}) + "\n")
+        metrics.flush()
+
+    model.train()
+    rank = accelerator.process_index
+    progress = progress_factory("training steps", total_steps - step) if progress_factory else None
+    steps_this_call = 0
+    window_tokens, window_start = 0, time.perf_counter()
+    while step < total_steps:
+        lr = lr_at(step, total_steps, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        first = step * seqs_per_step
+        mine = list(range(first + rank, first + seqs_per_step, world))
+        loss_sum = 0.0
+        for micro in range(accumulation):
+            batch = data.batch(mine[micro * cfg.micro_batch_size:(micro + 1)
+                                    * cfg.micro_batch_size]).to(accelerator.device)
+            sync = micro == accumulation - 1
+            with accelerator.no_sync(model) if not sync else _null():
+                with accelerator.autocast():
+                    loss = model(input_ids=batch, labels=batch).loss / accumulation
+                accelerator.backward(loss)
+            loss_sum += float(loss.detach())
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += seqs_per_step * seq_len
+        window_tokens += seqs_per_step * seq_len
+        steps_this_call += 1
+        if progress is not None:
+            progress(1)
+        if accelerator.is_main_process and (step % cfg.log_every == 0 or step == total_steps):
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / elapsed if elapsed > 0 else None
+            row = {"step": step, "tokens": tokens_seen, "loss": round(loss_sum, 5), "lr": lr,
+                   "tokens_per_s": tps}
+            if peak and tps:
+                row["mfu"] = tps * flops / (peak * world)
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+            window_tokens, window_start = 0, time.perf_counter()
+        if step == total_steps or (cfg.save_every and step % cfg.save_every == 0):
+            path = save(step)
+            if cfg.eval is not None and (step == total_steps or (
+                    cfg.eval.every and step % cfg.eval.every == 0)):
+                evaluate_checkpoint(path, step)
+            window_tokens, window_start = 0, time.perf_counter()  # keep saving out of tokens/s
+        if stop_after is not None and steps_this_call >= stop_after:
+            metrics.close()
+            return {"stopped_at": step}
+    metrics.close()
+    final = checkpoints / f"step-{total_steps:06d}"
+    return {"final": str(final), "steps": total_steps, "tokens": tokens_seen,
+            "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters())}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, value in PEAK_FLOPS.items():
+        if key in name:
+            return value
+    return None
