@@ -144,3 +144,12 @@ def test_config_errors_name_the_field(stage, tmp_path, capsys):
     assert "unknown model preset" in capsys.readouterr().err
     assert main(["train", str(cfg), "--set", "micro_batch_size=3"]) == 2
     assert "does not split" in capsys.readouterr().err
+
+
+def test_shipped_configs_validate():
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        cfg = load_config(path)
+        cfg.model.shape()
+        assert cfg.warmup_frac == 0.01, path
