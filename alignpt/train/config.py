@@ -34,6 +34,7 @@ class ModelConfig(BaseModel):
     num_layers: int | None = None
     num_heads: int | None = None
     rotary_pct: float = 0.25
+    max_position_embeddings: int | None = None  # default: seq_len (rotary extrapolates beyond)
     init_from: str | None = None  # an HF folder or hub name: midtraining / continued training
 
     def shape(self) -> tuple[int, int, int]:

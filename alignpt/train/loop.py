@@ -53,7 +53,8 @@ def build_model(cfg: TrainConfig, vocab_size: int, seq_len: int):
     config = GPTNeoXConfig(
         vocab_size=64 * math.ceil(vocab_size / 64),
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden, max_position_embeddings=seq_len,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(seq_len, cfg.model.max_position_embeddings or 0),
         rotary_pct=cfg.model.rotary_pct, use_parallel_residual=True, tie_word_embeddings=False,
         attn_implementation="sdpa",
     )
