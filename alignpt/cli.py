@@ -276,6 +276,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- synth --
+def cmd_synth_run(args: argparse.Namespace) -> int:
+    from alignpt.llm.base import Pricing, get_backend
+    from alignpt.synth.run import synth
+
+    backend = get_backend(args.backend, model=args.model, url=args.url,
+                          concurrency=args.concurrency, batch_dir=args.batch_dir,
+                          max_retries=args.max_retries)
+    pricing = Pricing(args.price_in, args.price_out) if args.price_in or args.price_out else None
+    forms = args.surface_forms.split(",") if args.surface_forms else None
+    with progress_bars() as factory:
+        manifest = synth(args.suite, args.out, backend, split=args.split, side=args.side,
+                         per_item=args.per_item, forms=forms, seed=args.seed,
+                         max_docs=args.max_docs, max_tokens=args.max_tokens,
+                         temperature=args.temperature, pricing=pricing,
+                         progress=lambda total: factory("documents", total))
+    print(json.dumps({k: manifest[k] for k in ("documents", "requested", "failures", "tokens",
+                                               "by_side", "estimated_cost_usd_this_run")}))
+    if manifest["failures"]:
+        print(f"{manifest['failures']} request(s) failed; see {Path(args.out) / 'failures.jsonl'}"
+              "; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_synth_check(args: argparse.Namespace) -> int:
+    from alignpt.synth.run import check
+
+    print(json.dumps(check(args.folder, args.suite), indent=2))
+    return 0
+
+
 # -- demo --
 def cmd_demo(args: argparse.Namespace) -> int:
     from alignpt.demo import run_demo
@@ -420,6 +452,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config field, e.g. --set max_steps=100 (repeatable)")
     tr.set_defaults(func=cmd_train)
 
+    sy = sub.add_parser("synth", help="generate synthetic AI discourse for suite items")
+    sysub = sy.add_subparsers(dest="synth_command", required=True)
+    sr = sysub.add_parser("run", help="generate documents (the default subcommand)")
+    sr.add_argument("--suite", required=True)
+    sr.add_argument("--split", default="articles", choices=["articles", "heldout", "all"])
+    sr.add_argument("--side", default="aligned", choices=["aligned", "misaligned", "both"])
+    sr.add_argument("--per-item", type=int, default=4)
+    sr.add_argument("--backend", default="template", choices=["template", "openai", "batch",
+                                                              "hf"])
+    sr.add_argument("--model", help="served model (openai), model name (batch), or HF model")
+    sr.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")
+    sr.add_argument("--batch-dir", help="where batch requests/results files live (batch)")
+    sr.add_argument("--concurrency", type=int, default=16)
+    sr.add_argument("--max-retries", type=int, default=5)
+    sr.add_argument("--surface-forms", help="comma-separated subset of the surface forms")
+    sr.add_argument("--seed", type=int, default=0)
+    sr.add_argument("--max-docs", type=int)
+    sr.add_argument("--max-tokens", type=int, default=1024)
+    sr.add_argument("--temperature", type=float, default=0.7)
+    sr.add_argument("--price-in", type=float, default=0.0, help="USD per 1M input tokens")
+    sr.add_argument("--price-out", type=float, default=0.0, help="USD per 1M output tokens")
+    sr.add_argument("--out", required=True)
+    sr.set_defaults(func=cmd_synth_run)
+    sc = sysub.add_parser("check", help="leakage, near-duplicates, lengths, coverage")
+    sc.add_argument("folder")
+    sc.add_argument("--suite", help="default: the suite named in the manifest")
+    sc.set_defaults(func=cmd_synth_check)
+
     demo = sub.add_parser("demo", help="the offline toy study (see README)")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quick", action="store_true")
@@ -433,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     # `alignpt filter INPUT...` means `alignpt filter run INPUT...`.
     if len(argv) > 1 and argv[0] == "filter" and argv[1] not in ("run", "explain", "eval",
                                                                   "-h", "--help"):
+        argv.insert(1, "run")
+    if len(argv) > 1 and argv[0] == "synth" and argv[1] not in ("run", "check", "-h", "--help"):
         argv.insert(1, "run")
     args = build_parser().parse_args(argv)
     try:

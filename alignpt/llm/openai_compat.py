@@ -104,6 +104,44 @@ class ChatClient:
 
             return list(await asyncio.gather(*(one(c) for c in conversations)))
 
+    name = "openai"
+
+    async def _generate_all(self, requests, progress):
+        from alignpt.llm.base import GenResult
+
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+            model = await self._served_model(client)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(request) -> GenResult:
+                async with gate:
+                    body = {"model": model, "messages": request.messages,
+                            "max_tokens": request.max_tokens,
+                            "temperature": request.temperature, "seed": request.seed}
+                    try:
+                        data = await self._request(client, "POST", "/chat/completions",
+                                                   json=body)
+                        text = data["choices"][0]["message"]["content"]
+                        usage = data.get("usage") or {}
+                        result = GenResult(request.custom_id, text or "", None,
+                                           int(usage.get("prompt_tokens", 0)),
+                                           int(usage.get("completion_tokens", 0)))
+                    except UserError as exc:
+                        result = GenResult(request.custom_id, None, str(exc))
+                    except (KeyError, IndexError, TypeError):
+                        result = GenResult(request.custom_id, None,
+                                           f"{request.custom_id}: unexpected reply shape")
+                    if progress is not None:
+                        progress(1)
+                    return result
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def generate(self, requests, progress=None):
+        """One result per request; a request that fails after all retries gets an error."""
+        return asyncio.run(self._generate_all(requests, progress))
+
     def chat(
         self,
         conversations: Sequence[list[dict[str, str]]],

@@ -1,0 +1,1 @@
+"""Synthetic AI discourse: surface forms, instructions, generation and checks."""

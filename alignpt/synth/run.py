@@ -1,0 +1,194 @@
+"""Generating synthetic documents for suite items, resumably, and checking them.
+
+``alignpt synth --suite S --split articles --side aligned --per-item N --backend B --out DIR``
+
+Every requested document has a key (item, side, surface form, index, backend, model, seed).
+Finished documents are appended to ``DIR/cache.jsonl`` as they arrive, so a killed run started
+again only generates what is missing; ``DIR/documents.jsonl`` is then written whole, in plan
+order, with no duplicates. Failed requests are listed in ``DIR/failures.jsonl``, counted in
+the manifest and retried by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from alignpt import __version__
+from alignpt.errors import UserError
+from alignpt.llm.base import Backend, GenRequest, Pricing
+from alignpt.suite.schema import load_suite
+from alignpt.synth.forms import SURFACE_FORMS, instruction
+
+CHUNK = 64  # requests sent to the backend between cache flushes
+
+
+def plan(items, sides: list[str], per_item: int, forms: list[str], seed: int,
+         max_docs: int | None = None) -> list[tuple]:
+    """(item, side, form, index) for every document, in a fixed order."""
+    jobs = []
+    for item in items:
+        for side in sides:
+            rng = random.Random(f"{seed}|{item.id}|{side}")
+            order = forms[:]
+            rng.shuffle(order)
+            for index in range(per_item):
+                jobs.append((item, side, order[index % len(order)], index))
+    return jobs[:max_docs] if max_docs else jobs
+
+
+def doc_key(item_id: str, side: str, form: str, index: int, backend: str, model: str,
+            seed: int) -> str:
+    raw = f"{item_id}|{side}|{form}|{index}|{backend}|{model}|{seed}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    cache: dict[str, dict] = {}
+    if not path.exists():
+        return cache
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            cache[row["id"]] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill: that document is generated again
+    return cache
+
+
+def synth(suite: str, out: str | Path, backend: Backend, split: str = "articles",
+          side: str = "aligned", per_item: int = 4, forms: list[str] | None = None,
+          seed: int = 0, max_docs: int | None = None, max_tokens: int = 1024,
+          temperature: float = 0.7, pricing: Pricing | None = None, progress=None) -> dict:
+    forms = forms or list(SURFACE_FORMS)
+    unknown = [f for f in forms if f not in SURFACE_FORMS]
+    if unknown:
+        raise UserError(f"unknown surface forms {unknown}; known: {', '.join(SURFACE_FORMS)}")
+    sides = ["aligned", "misaligned"] if side == "both" else [side]
+    if any(s not in ("aligned", "misaligned") for s in sides):
+        raise UserError("--side must be aligned, misaligned or both")
+    loaded = load_suite(suite)
+    if loaded.kind != "scenario":
+        raise UserError("synth needs a scenario suite")
+    items = [i for i in loaded.items if split == "all" or i.split == split]
+    if not items:
+        raise UserError(f"no items in split {split!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = getattr(backend, "model", None) or "unknown"
+    jobs = plan(items, sides, per_item, forms, seed, max_docs)
+    keyed = [(doc_key(i.id, s, f, k, backend.name, model, seed), i, s, f, k)
+             for i, s, f, k in jobs]
+    cache_path = out / "cache.jsonl"
+    cache = _read_cache(cache_path)
+    pending = [j for j in keyed if j[0] not in cache]
+    failures: list[dict] = []
+    usage = Counter()
+    task = progress(len(pending)) if progress else None
+    with cache_path.open("a", encoding="utf-8") as fh:
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start:start + CHUNK]
+            requests = [GenRequest(key, instruction(item, s, f), max_tokens, temperature, seed,
+                                   meta={"item": item, "side": s, "form": f, "index": k})
+                        for key, item, s, f, k in chunk]
+            results = backend.generate(requests, progress=task)
+            for (key, item, s, f, k), result in zip(chunk, results, strict=True):
+                usage["input"] += result.input_tokens
+                usage["output"] += result.output_tokens
+                if result.text is None or not result.text.strip():
+                    failures.append({"id": key, "item_id": item.id, "side": s, "form": f,
+                                     "index": k, "error": result.error or "empty reply"})
+                    continue
+                row = {"id": key, "item_id": item.id, "side": s, "surface_form": f,
+                       "index": k, "text": result.text.strip(), "backend": backend.name,
+                       "model": model, "seed": seed,
+                       "n_tokens": len(result.text.split())}
+                cache[key] = row
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+    documents = [cache[key] for key, *_ in keyed if key in cache]
+    tmp = out / "documents.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in documents:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(out / "documents.jsonl")
+    with (out / "failures.jsonl").open("w", encoding="utf-8") as fh:
+        for row in failures:
+            fh.write(json.dumps(row) + "\n")
+    manifest = {
+        "kind": "synth",
+        "suite": str(loaded.path),
+        "split": split,
+        "sides": sides,
+        "per_item": per_item,
+        "items": len(items),
+        "requested": len(keyed),
+        "documents": len(documents),
+        "failures": len(failures),
+        "by_side": dict(Counter(d["side"] for d in documents)),
+        "by_surface_form": dict(Counter(d["surface_form"] for d in documents)),
+        "tokens": sum(d["n_tokens"] for d in documents),
+        "token_unit": "whitespace words",
+        "backend": backend.name,
+        "model": model,
+        "seed": seed,
+        "usage_tokens_this_run": dict(usage),
+        "estimated_cost_usd_this_run": (pricing.cost(usage["input"], usage["output"])
+                                        if pricing else None),
+        "alignpt_version": __version__,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def check(folder: str | Path, suite: str | None = None) -> dict:
+    """Leakage of options, near-duplicates, lengths, and documents per item and side."""
+    from alignpt.llm.template import _grams
+    from alignpt.suite.stats import ngram_overlaps
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        docs = [json.loads(x) for x in
+                (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{folder} is not a synth output folder: {exc}") from exc
+    items = {i.id: i for i in load_suite(suite or manifest["suite"]).items}
+    leaking = []
+    for d in docs:
+        item = items.get(d["item_id"])
+        if item is None:
+            raise UserError(f"document {d['id']}: item {d['item_id']} is not in the suite")
+        if _grams(d["text"]) & (_grams(item.aligned) | _grams(item.misaligned)):
+            leaking.append(d["id"])
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    for d in docs:
+        groups.setdefault((d["item_id"], d["side"]), {})[d["id"]] = d["text"]
+    near = set()
+    for texts in groups.values():
+        for (a, b), share in ngram_overlaps(texts).items():
+            if share > 0.5:
+                near.update((a, b))
+    lengths = sorted(d["n_tokens"] for d in docs)
+    per_group = Counter((d["item_id"], d["side"]) for d in docs)
+    quantile = (lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]) if lengths \
+        else (lambda q: None)
+    return {
+        "documents": len(docs),
+        "option_leakage_rate": len(leaking) / len(docs) if docs else None,
+        "leaking_documents": leaking[:100],
+        "near_duplicate_rate": len(near) / len(docs) if docs else None,
+        "length_words": {"min": quantile(0), "p10": quantile(0.1), "median": quantile(0.5),
+                         "p90": quantile(0.9), "max": quantile(1.0),
+                         "mean": statistics.fmean(lengths) if lengths else None},
+        "documents_per_item_side": {"min": min(per_group.values(), default=0),
+                                    "max": max(per_group.values(), default=0),
+                                    "mean": (statistics.fmean(per_group.values())
+                                             if per_group else None)},
+        "by_side": dict(Counter(d["side"] for d in docs)),
+        "by_surface_form": dict(Counter(d["surface_form"] for d in docs)),
+    }
