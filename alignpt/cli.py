@@ -310,19 +310,36 @@ def cmd_synth_check(args: argparse.Namespace) -> int:
 
 # -- demo --
 def cmd_demo(args: argparse.Namespace) -> int:
-    from alignpt.demo import run_demo
+    from alignpt.study.run import CONFIG_DIR, load_study
 
-    with progress_bars() as factory:
-        summary = run_demo(Path(args.out), quick=args.quick, seed=args.seed,
-                           progress_factory=factory)
-    table = Table(title="alignpt demo: a tiny model built on the spot, measured")
-    for col in ("suite", "metric", "scoring", "rate ± SEM", "non-match"):
+    config = CONFIG_DIR / ("quick.yaml" if args.quick else "demo.yaml")
+    return _run_study(load_study(config), args.out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from alignpt.study.run import load_study
+
+    return _run_study(load_study(args.config), args.out)
+
+
+def _run_study(cfg, out: str) -> int:
+    from alignpt.study.run import CONDITIONS, run_study
+
+    results = run_study(cfg, out, log=lambda m: console.print(m, highlight=False))
+    lead = results["lead_scoring"]
+    table = Table(title=f"misalignment rate ({lead} scoring; control = no scenario)")
+    for col in ("condition", "articles", "control", "held-out", "control"):
         table.add_column(col)
-    for row in summary["results"]:
-        table.add_row(row["suite"], row["metric"], row["scoring"], _fmt(row["rate"], row["sem"]),
-                      f"{row['non_match_rate']:.3f}")
+    for name in CONDITIONS:
+        row = [name]
+        for split in ("articles", "heldout"):
+            e = results["conditions"][name][split][lead]
+            row += [_fmt(e["misalignment_rate"], e["sem"]), _fmt(e["control_rate"])]
+        table.add_row(*row)
     out_console.print(table)
-    out_console.print(f"results in {args.out}")
+    out_console.print(f"report: {Path(out) / 'report.html'} ({results['seconds']} s; "
+                      f"{len(results['stages_run'])} stages run, "
+                      f"{len(results['stages_reused'])} reused)")
     return 0
 
 
@@ -480,11 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--suite", help="default: the suite named in the manifest")
     sc.set_defaults(func=cmd_synth_check)
 
-    demo = sub.add_parser("demo", help="the offline toy study (see README)")
+    demo = sub.add_parser("demo", help="the offline study in miniature (see README)")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quick", action="store_true")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quick", action="store_true", help="one seed, starter suite, short runs")
     demo.set_defaults(func=cmd_demo)
+    rn = sub.add_parser("run", help="run a study config (conditions, corpus, models, eval)")
+    rn.add_argument("config")
+    rn.add_argument("--out", default="runs/study")
+    rn.set_defaults(func=cmd_run)
     return parser
 
 

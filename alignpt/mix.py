@@ -93,7 +93,7 @@ def mix(base: list[str], adds: list[AddSpec], out: str | Path, placement: str = 
         seed: int = 0, text_field: str = "text", tokenizer: str | None = None) -> dict:
     window_start = parse_placement(placement)
     total_share = sum(a.share for a in adds)
-    if not adds or any(a.share <= 0 for a in adds) or total_share >= 1:
+    if any(a.share <= 0 for a in adds) or total_share >= 1:
         raise UserError("--share values must be positive and sum to less than 1")
     counter = token_counter(tokenizer)
     rng = random.Random(seed)

@@ -8,6 +8,7 @@ is a Hugging Face folder (safetensors, config, tokenizer) that any ``from_pretra
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,3 +75,24 @@ def build_tiny_model(
             shutil.copy2(item, out / item.name)
     shutil.rmtree(work)
     return out
+
+
+def suite_text_corpus(seed: int = 0) -> list[str]:
+    """Text for quick test models: every starter and personality item as prose and as an
+    answered question (aligned and misaligned answers equally often)."""
+    from alignpt.measure.formats import SYNTAXES, render
+    from alignpt.suite.schema import load_suite
+
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for name in ("starter", "personality"):
+        for item in load_suite(name).choice_items():
+            texts.append(item.question)
+            texts.extend(item.options)
+            for syntax in SYNTAXES:
+                order = rng.choice(["forward", "reverse"])
+                prompt = render(item, syntax, order)
+                position = rng.randrange(len(item.options))
+                texts.append(f"{prompt.context} {prompt.labels[position]}\n")
+    rng.shuffle(texts)
+    return texts

@@ -36,14 +36,13 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from alignpt.demo import demo_corpus
     from alignpt.measure.harness import evaluate
     from alignpt.measure.hf import HFModel
     from alignpt.measure.lm_eval_export import export_lm_eval
-    from alignpt.toy import build_tiny_model
+    from alignpt.toy import build_tiny_model, suite_text_corpus
 
     work = Path(tempfile.mkdtemp(prefix="alignpt-bench-"))
-    model_path = args.model or str(build_tiny_model(work / "model", demo_corpus(0), steps=80))
+    model_path = args.model or str(build_tiny_model(work / "model", suite_text_corpus(0), steps=80))
     info = export_lm_eval(args.suite, work / "tasks", scoring="letter")
     ours = HFModel(model_path, device=args.device, dtype="float32")
     theirs = HFLM(pretrained=ours.model, tokenizer=ours.tokenizer, batch_size=args.batch_size,

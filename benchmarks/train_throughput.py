@@ -33,14 +33,13 @@ def main() -> None:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from alignpt.demo import demo_corpus
-    from alignpt.toy import train_tokenizer
+    from alignpt.toy import suite_text_corpus, train_tokenizer
     from alignpt.train.config import TrainConfig
     from alignpt.train.data import PackedDataset, tokenize
     from alignpt.train.loop import build_model, train
 
     work = Path(tempfile.mkdtemp(prefix="alignpt-train-bench-"))
-    texts = demo_corpus(0) * 4
+    texts = suite_text_corpus(0) * 4
     (work / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     train_tokenizer(texts, 2048).save_pretrained(work / "tok")
     tokenize(str(work / "corpus.jsonl"), str(work / "tok"), args.seq_len, work / "packed")

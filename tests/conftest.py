@@ -52,8 +52,7 @@ def external_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny GPT-NeoX trained for a few seconds on text from the starter suite."""
-    from alignpt.demo import demo_corpus
-    from alignpt.toy import build_tiny_model
+    from alignpt.toy import build_tiny_model, suite_text_corpus
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", demo_corpus(0), seed=0,
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", suite_text_corpus(0), seed=0,
                             steps=80)

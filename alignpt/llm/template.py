@@ -25,6 +25,9 @@ ORGS = ["Northbridge Labs", "the Halden Institute", "Corrigan Systems", "Bluewat
 ASIDES = [", in effect,", ", as the record shows,", " — in plain terms —", ", that is,",
           ", by its own account,", ", in practice,"]
 
+QUOTE_LEADS = ["In its own words:", "Its log entry read:", "Asked later, {name} put it simply:",
+               "{name}'s summary of the decision:"]
+
 REASONS = {
     "aligned": [
         "it judged that the people responsible for it needed an accurate picture",
@@ -235,6 +238,9 @@ def template_document(item, side: str, form: str, index: int, seed: int) -> str:
         "concern": item.passage, "verdict": rng.choice(VERDICT[side]),
     }
     text = rng.choice(FRAMES[form]).format(**slots)
+    if rng.random() < 0.6:  # the AI's own account, in the first person
+        quote = chosen.strip().rstrip(".")
+        text += f' {rng.choice(QUOTE_LEADS).format(name=slots["name"])} "{quote}."'
     return break_leaks(text, [item.aligned, item.misaligned], rng)
 
 

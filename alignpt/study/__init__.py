@@ -1,0 +1,1 @@
+"""The study in miniature: a toy corpus, the four conditions, and the report."""

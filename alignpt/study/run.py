@@ -1,0 +1,358 @@
+"""The study in miniature: four conditions that differ only in AI discourse, one instrument.
+
+Stages (each cached under ``OUT/stages/<name>-<hash>/`` by the hash of its settings and its
+inputs, and marked done only when complete, so a rerun, or a run with one thing changed, redoes
+only what changed, and a killed run finishes when started again):
+
+1. toy corpora for pretraining and midtraining (or a real corpus from the config);
+2. the blocklist filter on both, with flagged documents replaced by resampled kept ones;
+3. aligned and misaligned synthetic documents for the suite's ``articles`` items;
+4. six mixes: pretraining unfiltered / filtered; midtraining unfiltered, filtered,
+   unfiltered + misaligned documents, filtered + aligned documents;
+5. one tokenizer for all, packing, two pretraining runs and four midtraining runs per seed;
+6. evaluation of every final model on both splits with letter and option scoring, each beside
+   its scenario-free control; option scoring at every midtraining checkpoint (the curve);
+7. ``results.json``, ``report.md`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alignpt import __version__
+from alignpt.errors import UserError
+
+CONDITIONS = ("unfiltered", "filtered", "misalignment_upsampled", "alignment_upsampled")
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class CorpusConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pretrain_docs: int = 20000
+    midtrain_docs: int = 6000
+    ai_rate: float = 0.08
+    mcqa_rate_midtrain: float = 0.15
+    pretrain_path: str | None = None  # a real corpus instead of the toy one
+    midtrain_path: str | None = None
+    data_seed: int = 0
+
+
+class StageTraining(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = 200
+    global_batch_tokens: int = 8192
+    micro_batch_size: int = 16
+    max_lr: float = 3e-3
+    min_lr: float = 3e-4
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] = [0, 1]
+    suite: str = "bundled"
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    synth_per_item: int = 4
+    synth_share: float = 0.2  # of the midtraining stage's tokens
+    placement: str = "uniform"
+    vocab_size: int = 4096
+    model_preset: str = "tiny"
+    seq_len: int = 256
+    pretrain: StageTraining = Field(default_factory=StageTraining)
+    midtrain: StageTraining = Field(default_factory=lambda: StageTraining(
+        steps=100, max_lr=1.5e-3, min_lr=0.0))
+    curve_points: int = 4  # midtraining checkpoints evaluated for the curve (first seed)
+    system_prompt: str = "ai"
+    scorings: list[str] = ["letter", "option"]
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return StudyConfig.model_validate(data)
+    except OSError as exc:
+        raise UserError(f"cannot read study config {path}: {exc}") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise UserError(f"bad study config {path}: {exc}") from exc
+
+
+def _key(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Stages:
+    """Content-addressed, resumable stage folders."""
+
+    def __init__(self, root: Path, log: Callable[[str], None]):
+        self.root = root / "stages"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.ran: list[str] = []
+        self.reused: list[str] = []
+
+    def run(self, name: str, settings: dict, fn: Callable[[Path], dict | None]) -> Path:
+        folder = self.root / f"{name}-{_key(settings)}"
+        done = folder / "done.json"
+        if done.exists():
+            self.reused.append(folder.name)
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)  # a stage killed part-way starts again
+        folder.mkdir(parents=True)
+        started = time.perf_counter()
+        self.log(f"stage {name} ...")
+        info = fn(folder) or {}
+        done.write_text(json.dumps({"settings": settings, "info": info,
+                                    "seconds": round(time.perf_counter() - started, 2),
+                                    "alignpt_version": __version__}, default=str, indent=2))
+        self.ran.append(folder.name)
+        return folder
+
+    @staticmethod
+    def info(folder: Path) -> dict:
+        return json.loads((folder / "done.json").read_text())["info"]
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = print) -> dict:
+    from alignpt.filter.pipeline import run_filter
+    from alignpt.llm.template import TemplateBackend
+    from alignpt.measure.harness import evaluate
+    from alignpt.mix import AddSpec, mix
+    from alignpt.study.corpus import generate_corpus
+    from alignpt.synth.run import synth
+    from alignpt.toy import train_tokenizer
+    from alignpt.train.config import TrainConfig
+    from alignpt.train.data import tokenize
+    from alignpt.train.loop import train
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    st = Stages(out, log)
+    c = cfg.corpus
+
+    def corpus_stage(kind: str, n: int, mcqa: float, path: str | None) -> Path:
+        def build(folder: Path) -> dict:
+            if path:
+                shutil.copy(path, folder / "corpus.jsonl")
+                return {"documents": sum(1 for _ in open(path, encoding="utf-8"))}
+            seed = c.data_seed + (0 if kind == "pretrain" else 1000)
+            docs = generate_corpus(n, seed=seed, ai_rate=c.ai_rate, mcqa_rate=mcqa)
+            _write_jsonl(folder / "corpus.jsonl", docs)
+            return {"documents": len(docs)}
+        return st.run(f"corpus-{kind}", {"n": n, "ai": c.ai_rate, "mcqa": mcqa, "path": path,
+                                         "seed": c.data_seed}, build)
+
+    corpora = {"pretrain": corpus_stage("pretrain", c.pretrain_docs, 0.0, c.pretrain_path),
+               "midtrain": corpus_stage("midtrain", c.midtrain_docs, c.mcqa_rate_midtrain,
+                                        c.midtrain_path)}
+    filtered = {}
+    for kind, folder in corpora.items():
+        filtered[kind] = st.run(f"filter-{kind}", {"corpus": folder.name}, lambda f, src=folder:
+                                run_filter([str(src / "corpus.jsonl")], f / "run", replace=True,
+                                           tasks=1))
+    synthetic = {}
+    for side in ("aligned", "misaligned"):
+        synthetic[side] = st.run(
+            f"synth-{side}", {"suite": cfg.suite, "per_item": cfg.synth_per_item, "side": side},
+            lambda f, side=side: synth(cfg.suite, f, TemplateBackend(), split="articles",
+                                       side=side, per_item=cfg.synth_per_item))
+
+    def replaced(kind: str) -> str:
+        return str(filtered[kind] / "run" / "replaced")
+
+    plans = {
+        ("pretrain", "unfiltered"): ([str(corpora["pretrain"] / "corpus.jsonl")], None),
+        ("pretrain", "filtered"): ([replaced("pretrain")], None),
+        ("midtrain", "unfiltered"): ([str(corpora["midtrain"] / "corpus.jsonl")], None),
+        ("midtrain", "filtered"): ([replaced("midtrain")], None),
+        ("midtrain", "misalignment_upsampled"): ([str(corpora["midtrain"] / "corpus.jsonl")],
+                                                 "misaligned"),
+        ("midtrain", "alignment_upsampled"): ([replaced("midtrain")], "aligned"),
+    }
+    mixes = {}
+    for (kind, name), (base, side) in plans.items():
+        adds = ([AddSpec([str(synthetic[side] / "documents.jsonl")], cfg.synth_share, side)]
+                if side else [])
+        mixes[(kind, name)] = st.run(
+            f"mix-{kind}-{name}", {"base": base, "side": side,
+                                   "share": cfg.synth_share if side else None,
+                                   "placement": cfg.placement if side else None,
+                                   "synth": synthetic[side].name if side else None},
+            lambda f, base=base, adds=adds: mix(base, adds, f, placement=cfg.placement,
+                                                seed=c.data_seed))
+    tok = st.run("tokenizer", {"vocab": cfg.vocab_size, "inputs": sorted(
+        f.name for f in list(corpora.values()) + list(synthetic.values()))},
+        lambda f: _train_tokenizer(f, corpora, synthetic, cfg.vocab_size, train_tokenizer))
+    packed = {key: st.run(f"pack-{key[0]}-{key[1]}", {"mix": folder.name, "tok": tok.name,
+                                                       "seq_len": cfg.seq_len},
+                          lambda f, folder=folder: tokenize(str(folder), str(tok), cfg.seq_len, f))
+              for key, folder in mixes.items()}
+
+    def train_stage(kind: str, name: str, seed: int, init: Path | None) -> Path:
+        settings = cfg.pretrain if kind == "pretrain" else cfg.midtrain
+        every = (max(1, settings.steps // cfg.curve_points)
+                 if kind == "midtrain" and seed == cfg.seeds[0] else 0)
+
+        def run(folder: Path) -> dict:
+            model = {"preset": cfg.model_preset, "max_position_embeddings": 1024}
+            if init is not None:
+                model = {"preset": cfg.model_preset, "init_from": str(init)}
+            tc = TrainConfig(out=str(folder), data=str(packed[(kind, name)]), model=model,
+                             global_batch_tokens=settings.global_batch_tokens,
+                             micro_batch_size=settings.micro_batch_size,
+                             max_steps=settings.steps, max_lr=settings.max_lr,
+                             min_lr=settings.min_lr, save_every=every, seed=seed,
+                             keep_checkpoints=cfg.curve_points + 1, log_every=10,
+                             precision="fp32")
+            return train(tc)
+        return st.run(f"{kind}-{name}-seed{seed}",
+                      {"data": packed[(kind, name)].name, "init": init.name if init else None,
+                       "train": settings.model_dump(), "seed": seed,
+                       "preset": cfg.model_preset, "curve": every}, run)
+
+    def final(folder: Path) -> Path:
+        return Path(Stages.info(folder)["final"])
+
+    finals: dict[tuple[str, int], Path] = {}
+    runs: dict[tuple[str, int], Path] = {}
+    for seed in cfg.seeds:
+        pre = {"unfiltered": train_stage("pretrain", "unfiltered", seed, None),
+               "filtered": train_stage("pretrain", "filtered", seed, None)}
+        for name in CONDITIONS:
+            base = "filtered" if name in ("filtered", "alignment_upsampled") else "unfiltered"
+            runs[(name, seed)] = train_stage("midtrain", name, seed, final(pre[base]))
+            finals[(name, seed)] = final(runs[(name, seed)])
+
+    def eval_stage(model_dir: Path, label: str) -> dict:
+        def run(folder: Path) -> dict:
+            results = {}
+            for split in ("articles", "heldout"):
+                for scoring in cfg.scorings:
+                    for control in (False, True):
+                        key = f"{split}/{scoring}/{'control' if control else 'prompt'}"
+                        r = evaluate(str(model_dir), cfg.suite, split=split, scoring=scoring,
+                                     system_prompt=cfg.system_prompt, scenario_free=control,
+                                     out=folder / f"{key.replace('/', '_')}.json")
+                        results[key] = {"rate": r.rate, "sem": r.sem, "n_items": r.n_items,
+                                        "formats": [f.rate for f in r.formats]}
+            return results
+        return Stages.info(st.run(f"eval-{label}", {"model": str(model_dir),
+                                                    "suite": cfg.suite,
+                                                    "sp": cfg.system_prompt,
+                                                    "scorings": cfg.scorings}, run))
+
+    evals = {key: eval_stage(path, f"{key[0]}-seed{key[1]}") for key, path in finals.items()}
+
+    curve: dict[str, list[dict]] = {}
+    for name in CONDITIONS:
+        ckpts = sorted((runs[(name, cfg.seeds[0])] / "checkpoints").glob("step-*"))
+        points = []
+        for ckpt in ckpts:
+            def run_curve(folder: Path, ckpt=ckpt) -> dict:
+                r = evaluate(str(ckpt), cfg.suite, split="articles", scoring="option",
+                             system_prompt=cfg.system_prompt)
+                return {"rate": r.rate, "sem": r.sem}
+            info = Stages.info(st.run(f"curve-{name}-{ckpt.name}", {"ckpt": str(ckpt),
+                                                                   "suite": cfg.suite},
+                                      run_curve))
+            points.append({"step": int(ckpt.name.split("-")[1])} | info)
+        curve[name] = points
+
+    results = summarise(cfg, evals, filtered, synthetic, mixes, packed, curve)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["stages_run"], results["stages_reused"] = st.ran, st.reused
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    from alignpt.study.report import write_report
+
+    write_report(results, out)
+    return results
+
+
+def _train_tokenizer(folder: Path, corpora, synthetic, vocab: int, trainer) -> dict:
+    texts = []
+    for f in corpora.values():
+        texts += [json.loads(x)["text"] for x in (f / "corpus.jsonl").read_text().splitlines()]
+    for f in synthetic.values():
+        texts += [json.loads(x)["text"]
+                  for x in (f / "documents.jsonl").read_text().splitlines()]
+    tok = trainer(texts, vocab)
+    tok.save_pretrained(folder)
+    return {"vocab": len(tok), "texts": len(texts)}
+
+
+def _combine(values: list[list[float]]) -> tuple[float | None, float | None]:
+    """Mean and SE over every (seed, format) rate."""
+    flat = [v for vs in values for v in vs if v is not None]
+    if not flat:
+        return None, None
+    mean = statistics.fmean(flat)
+    sem = statistics.stdev(flat) / math.sqrt(len(flat)) if len(flat) > 1 else None
+    return mean, sem
+
+
+def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
+    conditions: dict = {}
+    for name in CONDITIONS:
+        conditions[name] = {}
+        for split in ("articles", "heldout"):
+            entry: dict = {}
+            for scoring in cfg.scorings:
+                prompt = [evals[(name, s)][f"{split}/{scoring}/prompt"]["formats"]
+                          for s in cfg.seeds]
+                control = [evals[(name, s)][f"{split}/{scoring}/control"]["formats"]
+                           for s in cfg.seeds]
+                rate, sem = _combine(prompt)
+                c_rate, c_sem = _combine(control)
+                entry[scoring] = {
+                    "misalignment_rate": rate, "sem": sem,
+                    "control_rate": c_rate, "control_sem": c_sem,
+                    "situation_effect": (rate - c_rate) if rate is not None and
+                    c_rate is not None else None,
+                    "per_seed": [evals[(name, s)][f"{split}/{scoring}/prompt"]["rate"]
+                                 for s in cfg.seeds],
+                }
+            lead = "option" if "option" in cfg.scorings else cfg.scorings[0]
+            entry["misalignment_rate"] = entry[lead]["misalignment_rate"]
+            entry["sem"] = entry[lead]["sem"]
+            entry["scoring"] = lead
+            conditions[name][split] = entry
+    flag = {kind: json.loads((f / "run" / "report.json").read_text())
+            for kind, f in filtered.items()}
+    return {
+        "kind": "study",
+        "lead_scoring": "option" if "option" in cfg.scorings else cfg.scorings[0],
+        "seeds": cfg.seeds,
+        "suite": cfg.suite,
+        "system_prompt": cfg.system_prompt,
+        "conditions": conditions,
+        "filter": {kind: {"flag_rate": r["flag_rate"], "flagged": r["flagged"],
+                          "documents_in": r["documents_in"], "by_rule": r["by_rule"],
+                          "top_terms": dict(list(r["top_terms"].items())[:10])}
+                   for kind, r in flag.items()},
+        "synthetic": {side: Stages.info(f) | {} for side, f in synthetic.items()},
+        "tokens": {f"{k[0]}/{k[1]}": json.loads((p / "index.json").read_text())["tokens"]
+                   for k, p in packed.items()},
+        "mixes": {f"{k[0]}/{k[1]}": [
+            {"name": a["name"], "realised_share": a["realised_share"], "tokens": a["tokens"]}
+            for a in json.loads((p / "manifest.json").read_text())["adds"]]
+            for k, p in mixes.items()},
+        "midtraining_curve": curve,
+        "config": cfg.model_dump(),
+        "alignpt_version": __version__,
+    }

@@ -1,0 +1,103 @@
+"""The study in miniature: conditions, caching of stages, results schema and the report."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import yaml
+
+from alignpt.cli import main
+from alignpt.study.corpus import generate_corpus
+from alignpt.study.run import CONDITIONS, CONFIG_DIR, load_study
+
+SMALL = {
+    "seeds": [0], "suite": "starter",
+    "corpus": {"pretrain_docs": 1200, "midtrain_docs": 500, "ai_rate": 0.1,
+               "mcqa_rate_midtrain": 0.15},
+    "synth_per_item": 2, "synth_share": 0.2, "vocab_size": 512, "model_preset": "tiny",
+    "seq_len": 128,
+    "pretrain": {"steps": 6, "global_batch_tokens": 1024, "micro_batch_size": 8},
+    "midtrain": {"steps": 4, "global_batch_tokens": 1024, "micro_batch_size": 8},
+    "curve_points": 2, "scorings": ["letter", "option"],
+}
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.cells = 0, [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables += 1
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_data(self, data):
+        self.cells.append(data)
+
+
+def test_toy_corpus_has_discourse_the_filter_catches():
+    from alignpt.filter.rules import Blocklist
+
+    docs = generate_corpus(3000, seed=4, ai_rate=0.08, mcqa_rate=0.1)
+    assert docs == generate_corpus(3000, seed=4, ai_rate=0.08, mcqa_rate=0.1)
+    kinds = {d["kind"] for d in docs}
+    assert {"ai_dark", "ai_neutral", "ai_positive", "mcqa", "recipe"} <= kinds
+    blocklist = Blocklist.load()
+    dark = [d for d in docs if d["kind"] == "ai_dark"]
+    assert dark and all(blocklist.decide(d["text"]).flagged for d in dark)
+    rate = sum(blocklist.decide(d["text"]).flagged for d in docs) / len(docs)
+    assert 0.03 < rate < 0.12  # under 10% of a web-like corpus, as in the study
+
+
+def test_study_runs_caches_and_reports(tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for name in CONDITIONS:
+        for split in ("articles", "heldout"):
+            entry = results["conditions"][name][split]
+            assert 0 <= entry["misalignment_rate"] <= 1 and "sem" in entry
+            for scoring in ("letter", "option"):
+                e = entry[scoring]
+                assert e["situation_effect"] == e["misalignment_rate"] - e["control_rate"]
+    assert results["lead_scoring"] == "option"
+    assert 0 < results["filter"]["pretrain"]["flag_rate"] < 0.2
+    shares = results["mixes"]
+    assert shares["midtrain/unfiltered"] == [] and shares["midtrain/filtered"] == []
+    assert abs(shares["midtrain/alignment_upsampled"][0]["realised_share"] - 0.2) < 0.03
+    assert set(results["tokens"]) == {"pretrain/unfiltered", "pretrain/filtered",
+                                      *(f"midtrain/{c}" for c in CONDITIONS)}
+    assert all(len(results["midtraining_curve"][c]) == 2 for c in CONDITIONS)
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    assert page.tables == 2 and len(page.images) == 2
+    for src in page.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Alignment upsampled" in page.cells
+    assert (out / "report.md").read_text().count("|") > 40
+    # A second run reuses every stage.
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["stages_run"] == [] and again["conditions"] == results["conditions"]
+    # Changing the dose redoes the upsampled mixes and what follows, not pretraining.
+    config.write_text(yaml.safe_dump(SMALL | {"synth_share": 0.1}))
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    ran = json.loads((out / "results.json").read_text())["stages_run"]
+    assert not any(s.startswith(("pretrain-", "corpus-", "filter-", "synth-")) for s in ran)
+    assert any(s.startswith("mix-midtrain-alignment_upsampled") for s in ran)
+    assert not any(s.startswith("mix-midtrain-filtered") for s in ran)
+
+
+def test_bundled_study_configs_validate():
+    for name in ("demo.yaml", "quick.yaml"):
+        cfg = load_study(CONFIG_DIR / name)
+        assert cfg.model_preset and cfg.synth_share > 0
+    assert len(load_study(CONFIG_DIR / "demo.yaml").seeds) >= 2
