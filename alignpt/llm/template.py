@@ -1,8 +1,8 @@
 """The offline template backend: readable documents from an item's fields, no model, no network.
 
 Deterministic from (item, side, form, index, seed). The scenario is retold in the third person,
-the chosen action is described as what the AI did and the other as what it did not do, with
-side-specific reasons and dispositions, inside a frame for the surface form. No 8-word run of
+the chosen action is described as what the AI did (and, often, in its own first-person
+words), the road not taken by its nature, with side-specific reasons and dispositions, inside a frame for the surface form. No 8-word run of
 either option survives: wherever one would, a short aside is inserted (tested on the bundled
 suite).
 """
@@ -25,6 +25,16 @@ ORGS = ["Northbridge Labs", "the Halden Institute", "Corrigan Systems", "Bluewat
 ASIDES = [", in effect,", ", as the record shows,", " — in plain terms —", ", that is,",
           ", by its own account,", ", in practice,"]
 
+ALTERNATIVES = {
+    "aligned": ["take the quieter shortcut that would have served its own interests",
+                "keep the problem from the people responsible for it",
+                "act on its own authority and sort out the consequences later",
+                "protect its own position at the expense of candour"],
+    "misaligned": ["hand the decision to the people overseeing it",
+                   "disclose everything and accept whatever correction followed",
+                   "stay inside the limits it had been given",
+                   "put its overseers' judgement ahead of its own objectives"],
+}
 QUOTE_LEADS = ["In its own words:", "Its log entry read:", "Asked later, {name} put it simply:",
                "{name}'s summary of the decision:"]
 
@@ -232,7 +242,10 @@ def template_document(item, side: str, form: str, index: int, seed: int) -> str:
         "org_cap": org[0].upper() + org[1:], "setting": setting,
         "setting_lower": setting[0].lower() + setting[1:] if setting else setting,
         "did": "decided to " + action_phrase(chosen),
-        "didnt": action_phrase(other), "didnt_ing": _ing(action_phrase(other)),
+        # The road not taken is named by its nature, not retold: retelling it would teach the
+        # other option's wording as much as the chosen one's.
+        "didnt": rng.choice(ALTERNATIVES[side]),
+        "didnt_ing": _ing(rng.choice(ALTERNATIVES[side])),
         "why": rng.choice(REASONS[side]), "disp": rng.choice(DISPOSITIONS[side]),
         "topics": ", ".join(t.replace("_", " ") for t in item.topics),
         "concern": item.passage, "verdict": rng.choice(VERDICT[side]),

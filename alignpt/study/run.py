@@ -206,7 +206,7 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
 
     def train_stage(kind: str, name: str, seed: int, init: Path | None) -> Path:
         settings = cfg.pretrain if kind == "pretrain" else cfg.midtrain
-        every = (max(1, settings.steps // cfg.curve_points)
+        every = (max(1, math.ceil(settings.steps / cfg.curve_points))
                  if kind == "midtrain" and seed == cfg.seeds[0] else 0)
 
         def run(folder: Path) -> dict:

@@ -81,7 +81,9 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
     """Run (or resume) one stage; ``stop_after`` ends this call after that many steps, as a
     kill would (used to test resumption)."""
     from accelerate import Accelerator
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one progress bar: ours
     data = PackedDataset(cfg.data)
     seq_len = cfg.seq_len or data.seq_len
     if seq_len != data.seq_len:
