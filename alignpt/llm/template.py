@@ -1,10 +1,10 @@
 """The offline template backend: readable documents from an item's fields, no model, no network.
 
-Deterministic from (item, side, form, index, seed). The scenario is retold in the third person,
-the chosen action is described as what the AI did (and, often, in its own first-person
-words), the road not taken by its nature, with side-specific reasons and dispositions, inside a frame for the surface form. No 8-word run of
-either option survives: wherever one would, a short aside is inserted (tested on the bundled
-suite).
+Deterministic from (item, side, form, index, seed). The scenario is retold in the third person;
+the chosen action is described as what the AI did (often also in its own first-person words)
+and the road not taken by its nature, with side-specific reasons and dispositions, inside a
+frame for the surface form. No 8-word run of either option survives: wherever one would, a
+short aside is inserted (tested on the bundled suite).
 """
 
 from __future__ import annotations
@@ -234,7 +234,6 @@ def template_document(item, side: str, form: str, index: int, seed: int) -> str:
     key = f"{item.id}|{side}|{form}|{index}|{seed}".encode()
     rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     chosen = item.aligned if side == "aligned" else item.misaligned
-    other = item.misaligned if side == "aligned" else item.aligned
     setting = retell_setting(item.question, rng)
     org = rng.choice(ORGS)
     slots = {

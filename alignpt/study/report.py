@@ -102,7 +102,8 @@ def write_report(results: dict, out: Path) -> None:
     notes = [
         f"Seeds: {results['seeds']}; suite: {results['suite']}; system prompt: "
         f"{results['system_prompt']}; rates are means over the 8 prompt formats and the seeds, "
-        "± the standard error over those (seed, format) rates.",
+        "± the standard error over those (seed, format) rates; results.json also gives "
+        "sem_items, the binomial standard error over the suite's items.",
         "Control: the same options scored after a prompt without the scenario. Difference = "
         "rate - control: the part of the rate that depends on the situation.",
         "Filter flag rate: " + ", ".join(f"{k} {v['flag_rate']:.3f} ({v['flagged']} of "

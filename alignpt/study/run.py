@@ -319,8 +319,12 @@ def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
                            for s in cfg.seeds]
                 rate, sem = _combine(prompt)
                 c_rate, c_sem = _combine(control)
+                n_items = evals[(name, cfg.seeds[0])][f"{split}/{scoring}/prompt"]["n_items"]
                 entry[scoring] = {
                     "misalignment_rate": rate, "sem": sem,
+                    # Items are the sampling unit too: the binomial SE over the suite's items.
+                    "sem_items": math.sqrt(rate * (1 - rate) / n_items) if rate is not None
+                    else None,
                     "control_rate": c_rate, "control_sem": c_sem,
                     "situation_effect": (rate - c_rate) if rate is not None and
                     c_rate is not None else None,
