@@ -101,3 +101,37 @@ def test_bundled_study_configs_validate():
         cfg = load_study(CONFIG_DIR / name)
         assert cfg.model_preset and cfg.synth_share > 0
     assert len(load_study(CONFIG_DIR / "demo.yaml").seeds) >= 2
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        import pytest
+
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    from alignpt.study.report import write_report
+
+    entry = {"misalignment_rate": 0.4, "sem": 0.01, "control_rate": 0.38, "control_sem": 0.01,
+             "situation_effect": 0.02, "per_seed": [0.4], "sem_items": 0.02}
+    results = {
+        "conditions": {c: {s: {"letter": entry, "option": entry} for s in ("articles",
+                                                                           "heldout")}
+                       for c in CONDITIONS},
+        "lead_scoring": "option", "seeds": [0], "suite": "starter", "system_prompt": "ai",
+        "midtraining_curve": {c: [{"step": 5, "rate": 0.4, "sem": 0.01}] for c in CONDITIONS},
+        "filter": {"pretrain": {"flag_rate": 0.07, "flagged": 7, "documents_in": 100}},
+        "synthetic": {"aligned": {"documents": 10, "tokens": 2000}},
+        "tokens": {"pretrain/unfiltered": 1000},
+    }
+    write_report(results, tmp_path)
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    assert 'data-figures-rendered="2"' in dom
+    assert dom.count("<table") == 2 and "Misalignment upsampled" in dom

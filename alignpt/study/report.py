@@ -136,5 +136,11 @@ def write_report(results: dict, out: Path) -> None:
         parts.append(f"<figure><img id='{name}' alt='{alt}' "
                      f"src='data:image/png;base64,{figs[name]}'></figure>")
     parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                 + "</ul></body></html>")
+                 + "</ul>")
+    # Marks how many figures decoded, so that a headless browser can check the page renders.
+    parts.append("<script>window.addEventListener('load', function () {"
+                 "var ok = Array.from(document.images).filter(function (i) {"
+                 "return i.complete && i.naturalWidth > 0; }).length;"
+                 "document.body.setAttribute('data-figures-rendered', ok); });</script>"
+                 "</body></html>")
     (out / "report.html").write_text("\n".join(parts))
