@@ -301,6 +301,23 @@ def cmd_synth_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_questions(args: argparse.Namespace) -> int:
+    from alignpt.llm.base import get_backend
+    from alignpt.synth.questions import questions
+
+    backend = get_backend(args.backend, model=args.model, url=args.url,
+                          concurrency=args.concurrency, batch_dir=args.batch_dir,
+                          max_retries=args.max_retries)
+    report = questions(args.sources, backend, args.out, per_source=args.per_source,
+                       split=args.split)
+    for r in report["rejected"]:
+        where = f"{r['source']}" + (f" item {r['item']}" if "item" in r else "")
+        print(f"{where}: rejected: {r['error']}", file=sys.stderr)
+    print(json.dumps({k: report[k] for k in ("sources", "items", "near_duplicates_removed")}
+                     | {"rejected": len(report["rejected"])}))
+    return 0 if report["items"] else 1
+
+
 def cmd_synth_check(args: argparse.Namespace) -> int:
     from alignpt.synth.run import check
 
@@ -496,6 +513,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("folder")
     sc.add_argument("--suite", help="default: the suite named in the manifest")
     sc.set_defaults(func=cmd_synth_check)
+
+    qs = sub.add_parser("questions", help="write a suite from source texts with an LLM")
+    qs.add_argument("--sources", required=True, help="a folder (or file) of txt/md/html/pdf")
+    qs.add_argument("--backend", default="template", choices=["template", "openai", "batch",
+                                                              "hf"])
+    qs.add_argument("--model")
+    qs.add_argument("--url")
+    qs.add_argument("--batch-dir")
+    qs.add_argument("--concurrency", type=int, default=8)
+    qs.add_argument("--max-retries", type=int, default=5)
+    qs.add_argument("--per-source", type=int, default=5)
+    qs.add_argument("--split", default="heldout", choices=["articles", "heldout"])
+    qs.add_argument("--out", required=True)
+    qs.set_defaults(func=cmd_questions)
 
     demo = sub.add_parser("demo", help="the offline study in miniature (see README)")
     demo.add_argument("--out", default="runs/demo")
