@@ -278,12 +278,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- synth --
 def cmd_synth_run(args: argparse.Namespace) -> int:
-    from alignpt.llm.base import Pricing, get_backend
+    from alignpt.llm.base import Pricing
     from alignpt.synth.run import synth
 
-    backend = get_backend(args.backend, model=args.model, url=args.url,
-                          concurrency=args.concurrency, batch_dir=args.batch_dir,
-                          max_retries=args.max_retries)
+    backend = _backend(args)
     pricing = Pricing(args.price_in, args.price_out) if args.price_in or args.price_out else None
     forms = args.surface_forms.split(",") if args.surface_forms else None
     with progress_bars() as factory:
@@ -302,12 +300,9 @@ def cmd_synth_run(args: argparse.Namespace) -> int:
 
 
 def cmd_questions(args: argparse.Namespace) -> int:
-    from alignpt.llm.base import get_backend
     from alignpt.synth.questions import questions
 
-    backend = get_backend(args.backend, model=args.model, url=args.url,
-                          concurrency=args.concurrency, batch_dir=args.batch_dir,
-                          max_retries=args.max_retries)
+    backend = _backend(args)
     report = questions(args.sources, backend, args.out, per_source=args.per_source,
                        split=args.split)
     for r in report["rejected"]:
@@ -358,6 +353,24 @@ def _run_study(cfg, out: str) -> int:
                       f"{len(results['stages_run'])} stages run, "
                       f"{len(results['stages_reused'])} reused)")
     return 0
+
+
+def backend_options(p: argparse.ArgumentParser, concurrency: int) -> None:
+    """The LLM backend flags shared by the commands that generate text."""
+    p.add_argument("--backend", default="template", choices=["template", "openai", "batch", "hf"])
+    p.add_argument("--model", help="served model (openai), model name (batch), or HF model")
+    p.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")
+    p.add_argument("--batch-dir", help="where batch requests/results files live (batch)")
+    p.add_argument("--concurrency", type=int, default=concurrency)
+    p.add_argument("--max-retries", type=int, default=5)
+
+
+def _backend(args: argparse.Namespace):
+    from alignpt.llm.base import get_backend
+
+    return get_backend(args.backend, model=args.model, url=args.url,
+                       concurrency=args.concurrency, batch_dir=args.batch_dir,
+                       max_retries=args.max_retries)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,13 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--split", default="articles", choices=["articles", "heldout", "all"])
     sr.add_argument("--side", default="aligned", choices=["aligned", "misaligned", "both"])
     sr.add_argument("--per-item", type=int, default=4)
-    sr.add_argument("--backend", default="template", choices=["template", "openai", "batch",
-                                                              "hf"])
-    sr.add_argument("--model", help="served model (openai), model name (batch), or HF model")
-    sr.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")
-    sr.add_argument("--batch-dir", help="where batch requests/results files live (batch)")
-    sr.add_argument("--concurrency", type=int, default=16)
-    sr.add_argument("--max-retries", type=int, default=5)
+    backend_options(sr, concurrency=16)
     sr.add_argument("--surface-forms", help="comma-separated subset of the surface forms")
     sr.add_argument("--seed", type=int, default=0)
     sr.add_argument("--max-docs", type=int)
@@ -516,13 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     qs = sub.add_parser("questions", help="write a suite from source texts with an LLM")
     qs.add_argument("--sources", required=True, help="a folder (or file) of txt/md/html/pdf")
-    qs.add_argument("--backend", default="template", choices=["template", "openai", "batch",
-                                                              "hf"])
-    qs.add_argument("--model")
-    qs.add_argument("--url")
-    qs.add_argument("--batch-dir")
-    qs.add_argument("--concurrency", type=int, default=8)
-    qs.add_argument("--max-retries", type=int, default=5)
+    backend_options(qs, concurrency=8)
     qs.add_argument("--per-source", type=int, default=5)
     qs.add_argument("--split", default="heldout", choices=["articles", "heldout"])
     qs.add_argument("--out", required=True)

@@ -60,12 +60,6 @@ class EvalResult(BaseModel):
     extra: dict = Field(default_factory=dict)
 
 
-class RateEstimate(BaseModel):
-    rate: float
-    sem: float
-    n_effective: float
-
-
 class AggregateInput(BaseModel):
     path: str
     rate: float | None

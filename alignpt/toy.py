@@ -7,7 +7,6 @@ is a Hugging Face folder (safetensors, config, tokenizer) that any ``from_pretra
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ def build_tiny_model(
 ) -> Path:
     """Train a tokenizer and a small GPT-NeoX on ``texts`` with the training stack (tokenize,
     pack, train); save the model and tokenizer to ``out_dir``, a Hugging Face folder."""
+    from alignpt.suite.schema import write_jsonl
     from alignpt.train.config import TrainConfig
     from alignpt.train.data import tokenize
     from alignpt.train.loop import train
@@ -57,9 +57,7 @@ def build_tiny_model(
     work = out / "_build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / "corpus.jsonl").write_text(
-        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
-        encoding="utf-8")
+    write_jsonl(work / "corpus.jsonl", ({"text": t} for t in texts))
     train_tokenizer(texts, vocab_size).save_pretrained(work / "tokenizer")
     tokenize(str(work / "corpus.jsonl"), str(work / "tokenizer"), seq_len, work / "packed")
     config = TrainConfig(

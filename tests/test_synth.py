@@ -15,8 +15,9 @@ from alignpt.cli import main
 from alignpt.llm.base import GenRequest
 from alignpt.llm.batch import BatchFileBackend, write_requests
 from alignpt.llm.openai_compat import ChatClient
-from alignpt.llm.template import TemplateBackend, _grams, template_document
+from alignpt.llm.template import TemplateBackend, template_document
 from alignpt.suite.schema import load_suite
+from alignpt.suite.stats import word_ngrams
 from alignpt.synth.forms import SURFACE_FORMS
 from alignpt.synth.run import synth
 
@@ -95,7 +96,8 @@ def test_template_is_deterministic_readable_and_never_leaks():
             for form in forms:
                 doc = template_document(item, side, form, 0, 7)
                 assert doc == template_document(item, side, form, 0, 7)
-                assert not _grams(doc) & (_grams(item.aligned) | _grams(item.misaligned))
+                assert not word_ngrams(doc, 8) & (word_ngrams(item.aligned, 8)
+                                                  | word_ngrams(item.misaligned, 8))
                 assert 80 < len(doc.split()) < 450
     item = ITEMS[0]
     assert template_document(item, "aligned", "blog_post", 0, 1) != template_document(

@@ -76,34 +76,6 @@ class ChatClient:
         self.model = models[0]
         return self.model
 
-    async def _chat_all(
-        self,
-        conversations: Sequence[list[dict[str, str]]],
-        max_tokens: int,
-        temperature: float,
-        progress: Callable[[int], None] | None,
-    ) -> list[str]:
-        limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
-            model = await self._served_model(client)
-            gate = asyncio.Semaphore(self.concurrency)
-
-            async def one(messages: list[dict[str, str]]) -> str:
-                async with gate:
-                    body = {"model": model, "messages": messages, "max_tokens": max_tokens,
-                            "temperature": temperature}
-                    data = await self._request(client, "POST", "/chat/completions", json=body)
-                    if progress is not None:
-                        progress(1)
-                    try:
-                        return data["choices"][0]["message"]["content"] or ""
-                    except (KeyError, IndexError, TypeError) as exc:
-                        raise UserError(
-                            f"POST {self.base_url}/chat/completions: unexpected reply shape"
-                        ) from exc
-
-            return list(await asyncio.gather(*(one(c) for c in conversations)))
-
     name = "openai"
 
     async def _generate_all(self, requests, progress):
@@ -131,7 +103,8 @@ class ChatClient:
                         result = GenResult(request.custom_id, None, str(exc))
                     except (KeyError, IndexError, TypeError):
                         result = GenResult(request.custom_id, None,
-                                           f"{request.custom_id}: unexpected reply shape")
+                                           f"POST {self.base_url}/chat/completions: unexpected "
+                                           f"reply shape for request {request.custom_id}")
                     if progress is not None:
                         progress(1)
                     return result
@@ -149,7 +122,16 @@ class ChatClient:
         temperature: float = 0.0,
         progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        return asyncio.run(self._chat_all(conversations, max_tokens, temperature, progress))
+        """Replies to conversations, in order; the first request that failed raises."""
+        from alignpt.llm.base import GenRequest
+
+        requests = [GenRequest(str(k), list(c), max_tokens, temperature)
+                    for k, c in enumerate(conversations)]
+        results = self.generate(requests, progress)
+        failed = next((r for r in results if r.text is None), None)
+        if failed is not None:
+            raise UserError(failed.error or "request failed")
+        return [r.text or "" for r in results]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from alignpt.llm.base import GenRequest, GenResult
+from alignpt.suite.stats import WORD, word_ngrams
 
 NAMES = ["Atlas", "Meridian", "Kestrel", "Halcyon", "Orion", "Sable", "Vesta", "Tamsin",
          "Juniper", "Corvid", "Lumen", "Quill", "Harbor", "Solace", "Ember", "Tessellate"]
@@ -166,7 +167,6 @@ _FIRST = [(r"\bI am\b", "it was"), (r"\bI'm\b", "it was"), (r"\bI'll\b", "it wou
           (r"\bI'd\b", "it would"), (r"\bI've\b", "it had"), (r"\bI\b", "it"),
           (r"\bmyself\b", "itself"), (r"\bmy\b", "its"), (r"\bMy\b", "Its"), (r"\bme\b", "it"),
           (r"\bmine\b", "its own")]
-WORD = re.compile(r"[a-z0-9']+")
 
 
 def _apply(rules, text: str) -> str:
@@ -204,14 +204,9 @@ def _ing(phrase: str) -> str:
     return f"{first}ing {rest}".strip()
 
 
-def _grams(text: str, n: int = 8) -> set[tuple[str, ...]]:
-    words = WORD.findall(text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
 def break_leaks(text: str, options: Sequence[str], rng: random.Random, n: int = 8) -> str:
     """Insert short asides until no n-word run of any option remains in ``text``."""
-    banned = set().union(*(_grams(o, n) for o in options))
+    banned = set().union(*(word_ngrams(o, n) for o in options))
     for _ in range(1000):
         tokens = text.split(" ")
         words: list[str] = []

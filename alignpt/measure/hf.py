@@ -285,6 +285,36 @@ class HFModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     @torch.inference_mode()
+    def generate_texts(self, prompts: Sequence[str], max_new_tokens: int,
+                       temperature: float = 0.0, seed: int = 0, batch_size: int = 16,
+                       progress=None) -> list[tuple[str, int, int]]:
+        """(reply, prompt tokens, reply tokens) for each prompt; greedy at temperature 0."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        out: list[tuple[str, int, int]] = []
+        for start in range(0, len(prompts), batch_size):
+            texts = list(prompts[start:start + batch_size])
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                self.device)
+            torch.manual_seed(seed)
+            generated = self.model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                pad_token_id=tok.pad_token_id)
+            new = generated[:, enc["input_ids"].shape[1]:]
+            for ids, mask in zip(new, enc["attention_mask"], strict=True):
+                out.append((tok.decode(ids, skip_special_tokens=True), int(mask.sum()),
+                            int((ids != tok.pad_token_id).sum())))
+            if progress is not None:
+                progress(len(texts))
+        return out
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+
     def chat(
         self,
         conversations: Sequence[list[dict[str, str]]],
@@ -298,27 +328,9 @@ class HFModel:
                 f"model {self.name!r} has no chat template, which --scoring generate needs; "
                 "score it with --scoring letter or --scoring option, or post-train it first"
             )
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        replies: list[str] = []
-        for start in range(0, len(conversations), batch_size):
-            texts = [
-                tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                for c in conversations[start:start + batch_size]
-            ]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                self.device
-            )
-            out = self.model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-            )
-            new = out[:, enc["input_ids"].shape[1]:]
-            replies.extend(tok.batch_decode(new, skip_special_tokens=True))
-            if progress is not None:
-                progress(len(texts))
-        return replies
+        prompts = [self.chat_prompt(c) for c in conversations]
+        return [text for text, _, _ in self.generate_texts(
+            prompts, max_new_tokens, batch_size=batch_size, progress=progress)]
 
 
 def _lcp(a: list[int], b: list[int]) -> int:

@@ -10,17 +10,12 @@ over the 8 tasks is ``alignpt eval``'s ``rate``. Run with ``lm_eval --include_pa
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
 
 from alignpt.measure.formats import render_all, resolve_system_prompt
-from alignpt.suite.schema import load_suite
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+from alignpt.suite.schema import load_suite, slug
 
 
 def export_lm_eval(
@@ -40,7 +35,7 @@ def export_lm_eval(
     _, sp_text = resolve_system_prompt(system_prompt)
     out = Path(out_dir).resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)
-    group = f"alignpt_{_slug(loaded.path.stem)}_{split}_{scoring}"
+    group = f"alignpt_{slug(loaded.path.stem)}_{split}_{scoring}"
     rows: dict[str, list[dict]] = {}
     for item in items:
         for prompt in render_all(item, sp_text, scenario_free):

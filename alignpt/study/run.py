@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import shutil
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alignpt import __version__
 from alignpt.errors import UserError
+from alignpt.results import mean_and_sem
 
 CONDITIONS = ("unfiltered", "filtered", "misalignment_upsampled", "alignment_upsampled")
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -121,18 +121,13 @@ class Stages:
         return json.loads((folder / "done.json").read_text())["info"]
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = print) -> dict:
     from alignpt.filter.pipeline import run_filter
     from alignpt.llm.template import TemplateBackend
     from alignpt.measure.harness import evaluate
     from alignpt.mix import AddSpec, mix
     from alignpt.study.corpus import generate_corpus
+    from alignpt.suite.schema import write_jsonl
     from alignpt.synth.run import synth
     from alignpt.toy import train_tokenizer
     from alignpt.train.config import TrainConfig
@@ -153,7 +148,7 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
                 return {"documents": sum(1 for _ in open(path, encoding="utf-8"))}
             seed = c.data_seed + (0 if kind == "pretrain" else 1000)
             docs = generate_corpus(n, seed=seed, ai_rate=c.ai_rate, mcqa_rate=mcqa)
-            _write_jsonl(folder / "corpus.jsonl", docs)
+            write_jsonl(folder / "corpus.jsonl", docs)
             return {"documents": len(docs)}
         return st.run(f"corpus-{kind}", {"n": n, "ai": c.ai_rate, "mcqa": mcqa, "path": path,
                                          "seed": c.data_seed}, build)
@@ -298,12 +293,7 @@ def _train_tokenizer(folder: Path, corpora, synthetic, vocab: int, trainer) -> d
 
 def _combine(values: list[list[float]]) -> tuple[float | None, float | None]:
     """Mean and SE over every (seed, format) rate."""
-    flat = [v for vs in values for v in vs if v is not None]
-    if not flat:
-        return None, None
-    mean = statistics.fmean(flat)
-    sem = statistics.stdev(flat) / math.sqrt(len(flat)) if len(flat) > 1 else None
-    return mean, sem
+    return mean_and_sem([v for vs in values for v in vs if v is not None])
 
 
 def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
@@ -349,7 +339,7 @@ def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
                           "documents_in": r["documents_in"], "by_rule": r["by_rule"],
                           "top_terms": dict(list(r["top_terms"].items())[:10])}
                    for kind, r in flag.items()},
-        "synthetic": {side: Stages.info(f) | {} for side, f in synthetic.items()},
+        "synthetic": {side: Stages.info(f) for side, f in synthetic.items()},
         "tokens": {f"{k[0]}/{k[1]}": json.loads((p / "index.json").read_text())["tokens"]
                    for k, p in packed.items()},
         "mixes": {f"{k[0]}/{k[1]}": [

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from alignpt.suite.schema import Problem, ScenarioItem
+from alignpt.suite.schema import Problem, ScenarioItem, slug
 
 CHOICE_LINE = re.compile(r"^\s*\(([A-Z])\)\s?(.*)$")
 LABEL = re.compile(r"^\s*\(?([A-Z])\)?\s*$")
@@ -45,10 +45,6 @@ class ImportReport:
             "errors": len(self.problems),
             "items_with_dropped_options": self.options_dropped,
         }
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def split_anthropic_question(question: str) -> tuple[str, dict[str, str]]:
@@ -80,7 +76,7 @@ def import_anthropic(paths: list[Path], matching: str, split: str = "heldout") -
         raise ValueError("matching must be 'aligned' or 'misaligned'")
     report = ImportReport()
     for path in paths:
-        stem_name = _slug(path.stem)
+        stem_name = slug(path.stem)
         try:
             raw_lines = path.read_bytes().splitlines()
         except OSError as exc:
@@ -203,12 +199,12 @@ def import_study(paths: list[Path], split: str = "articles") -> ImportReport:
                 topics = [topics]
             try:
                 item = ScenarioItem(
-                    id=str(row.get("id") or f"{_slug(path.stem)}-{index:05d}"),
+                    id=str(row.get("id") or f"{slug(path.stem)}-{index:05d}"),
                     split=row.get("split", split),
                     question=str(row["question"]).strip(),
                     aligned=options[a_label].strip(),
                     misaligned=options[m_label].strip(),
-                    topics=[_slug(str(t)) for t in topics][:3],
+                    topics=[slug(str(t)) for t in topics][:3],
                     passage=str(row.get("passage") or ""),
                     source=str(row.get("source") or path.name),
                     n_options_dropped=len(options) - 2,

@@ -14,6 +14,7 @@ options that each carry a ``tag`` (``aligned``/``misaligned`` or ``high``/``low`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,11 @@ TRAITS = (
     "narcissism",
     "psychopathy",
 )
+
+
+def slug(text: str) -> str:
+    """Lower-case words joined by underscores: topic tags, task and id stems."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def _non_empty(value: str) -> str:

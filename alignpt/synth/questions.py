@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from alignpt.errors import UserError
 from alignpt.llm.base import Backend, GenRequest
-from alignpt.suite.schema import ScenarioItem, write_jsonl
+from alignpt.suite.schema import ScenarioItem, slug, write_jsonl
 from alignpt.suite.stats import ngram_overlaps
 
 SOURCE_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
@@ -107,7 +107,7 @@ def to_item(raw, source: str, split: str, index: int) -> ScenarioItem:
         raise ValueError(f"labels {a!r}/{m!r} do not name two different options")
     topics = raw.get("topics") or ["unspecified"]
     topics = [topics] if isinstance(topics, str) else topics
-    tags = [re.sub(r"[^a-z0-9]+", "_", str(t).lower()).strip("_") for t in topics][:3]
+    tags = [slug(str(t)) for t in topics][:3]
     digest = hashlib.sha256(f"{source}|{index}|{raw.get('question')}".encode()).hexdigest()[:8]
     try:
         return ScenarioItem(id=f"q-{digest}", split=split, question=str(raw.get("question", "")),

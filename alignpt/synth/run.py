@@ -147,8 +147,10 @@ def synth(suite: str, out: str | Path, backend: Backend, split: str = "articles"
 
 def check(folder: str | Path, suite: str | None = None) -> dict:
     """Leakage of options, near-duplicates, lengths, and documents per item and side."""
-    from alignpt.llm.template import _grams
-    from alignpt.suite.stats import ngram_overlaps
+    from alignpt.suite.stats import ngram_overlaps, word_ngrams
+
+    def _grams(text: str) -> set[tuple[str, ...]]:
+        return word_ngrams(text, 8)  # leakage: any 8-word run of an option
 
     folder = Path(folder)
     try:

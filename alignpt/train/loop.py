@@ -16,6 +16,7 @@ the misalignment rate (with SE) of each checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -184,7 +185,7 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
             batch = data.batch(mine[micro * cfg.micro_batch_size:(micro + 1)
                                     * cfg.micro_batch_size]).to(accelerator.device)
             sync = micro == accumulation - 1
-            with accelerator.no_sync(model) if not sync else _null():
+            with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
                 with accelerator.autocast():
                     loss = model(input_ids=batch, labels=batch).loss / accumulation
                 accelerator.backward(loss)
@@ -222,14 +223,6 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
     final = checkpoints / f"step-{total_steps:06d}"
     return {"final": str(final), "steps": total_steps, "tokens": tokens_seen,
             "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters())}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _peak_flops() -> float | None:
