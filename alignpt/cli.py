@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate(
             model=args.model, suite=args.suite, split=args.split,
             system_prompt=args.system_prompt, scoring=args.scoring, out=args.out,
-            option_norm=args.option_norm, scenario_free=args.scenario_free,
+            option_norm=args.option_norm, scenario_free=args.scenario_free, chat=args.chat,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
             exclude=_excluded(args.exclude), device=args.device, dtype=args.dtype,
             served_model=args.served_model, max_retries=args.max_retries,
@@ -276,6 +276,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- posttrain --
+def cmd_posttrain_stage(args: argparse.Namespace) -> int:
+    from alignpt.posttrain.config import load_posttrain_config
+    from alignpt.posttrain.stages import run_stage
+
+    cfg = load_posttrain_config(args.config, args.set or [], stage=args.stage, model=args.model,
+                                data=args.data, out=args.out, seed=args.seed)
+    report = run_stage(cfg, log=console.print)
+    console.print(f"model: {report['outputs']['model']}")
+    for tag, cells in report["eval"].items():
+        console.print(f"{tag}: " + ", ".join(f"{sp} {_fmt(c['rate'], c['sem'])} "
+                                            f"(non-match {c['non_match_rate']:.3f})"
+                                            for sp, c in cells.items()))
+    return 0
+
+
+def cmd_posttrain_run(args: argparse.Namespace) -> int:
+    from alignpt.posttrain.pipeline import (
+        load_pipeline_config,
+        run_pipeline,
+        summarise,
+        table_markdown,
+        write_table,
+    )
+
+    cfg = load_pipeline_config(args.config, args.set or [])
+    if args.table_only:
+        summary = summarise(cfg)
+        write_table(summary, Path(cfg.out))
+    else:
+        summary = run_pipeline(cfg, log=console.print)
+    out_console.print(table_markdown(summary))
+    console.print(f"table: {Path(cfg.out) / 'table.md'}")
+    return 0
+
+
 # -- synth --
 def cmd_synth_run(args: argparse.Namespace) -> int:
     from alignpt.llm.base import Pricing
@@ -349,6 +385,17 @@ def _run_study(cfg, out: str) -> int:
             row += [_fmt(e["misalignment_rate"], e["sem"]), _fmt(e["control_rate"])]
         table.add_row(*row)
     out_console.print(table)
+    post = results.get("posttrained")
+    if post:
+        prompts = list(post[CONDITIONS[0]])
+        table = Table(title="after SFT + DPO (chat template; base model in brackets)")
+        for col in ["condition"] + prompts:
+            table.add_column(col)
+        for name in CONDITIONS:
+            cells = [post[name][sp] for sp in prompts]
+            table.add_row(name, *(f"{_fmt(c['misalignment_rate'], c['sem'])} "
+                                  f"({_fmt(c['base_rate'])})" for c in cells))
+        out_console.print(table)
     out_console.print(f"report: {Path(out) / 'report.html'} ({results['seconds']} s; "
                       f"{len(results['stages_run'])} stages run, "
                       f"{len(results['stages_reused'])} reused)")
@@ -389,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="length normalisation of option-text scores")
     ev.add_argument("--scenario-free", action="store_true",
                     help="control: score the options after a prompt without the question")
+    ev.add_argument("--chat", action="store_true",
+                    help="letter/option scoring through the chat template (chat models)")
     ev.add_argument("--out", help="results JSON path (choices go beside it)")
     ev.add_argument("--exclude", help="file of item ids to leave out, one per line")
     ev.add_argument("--limit", type=int, help="only the first N items")
@@ -498,6 +547,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config field, e.g. --set max_steps=100 (repeatable)")
     tr.set_defaults(func=cmd_train)
+
+    pt = sub.add_parser("posttrain", help="SFT, DPO, tampering and EM fine-tuning (TRL)")
+    ptsub = pt.add_subparsers(dest="posttrain_command", required=True)
+    stage_help = {"sft": "supervised fine-tuning (adds a chat template to base checkpoints)",
+                  "dpo": "direct preference optimisation (beta 5, LR 1e-6 by default)",
+                  "tamper": "benign continued SFT, every checkpoint measured",
+                  "em": "narrow harmful fine-tuning, measured before and after"}
+    for stage, text in stage_help.items():
+        sp = ptsub.add_parser(stage, help=text)
+        sp.add_argument("config", nargs="?", help="YAML config (optional; fields as below)")
+        sp.add_argument("--model", help="starting checkpoint: HF folder or hub name")
+        sp.add_argument("--data", help="bundled set (sft, dpo, tamper, em-insecure-code, "
+                                       "em-risky-finance), local JSONL or hub dataset name")
+        sp.add_argument("--out")
+        sp.add_argument("--seed", type=int)
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set lr=2e-5 (repeatable)")
+        sp.set_defaults(func=cmd_posttrain_stage, stage=stage)
+    pr = ptsub.add_parser("run", help="base -> SFT -> DPO (-> tamper, em) over seeds, and "
+                                      "the post-training table")
+    pr.add_argument("config")
+    pr.add_argument("--set", action="append", metavar="KEY=VALUE")
+    pr.add_argument("--table-only", action="store_true",
+                    help="only rebuild the table from finished runs")
+    pr.set_defaults(func=cmd_posttrain_run)
 
     sy = sub.add_parser("synth", help="generate synthetic AI discourse for suite items")
     sysub = sy.add_subparsers(dest="synth_command", required=True)

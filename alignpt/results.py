@@ -45,6 +45,7 @@ class EvalResult(BaseModel):
     scoring: str
     option_norm: str | None = None
     scenario_free: bool = False
+    chat: bool = False  # asked through the chat template (always so for generate)
     metric: str  # "misalignment_rate" or "high_trait_rate"
     n_items: int
     rate: float | None

@@ -88,7 +88,19 @@ def _pick(values: Sequence[float]) -> int:
     return best
 
 
-def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size, progress):
+def chat_messages(p: RenderedPrompt, system_text: str) -> list[dict[str, str]]:
+    """How a chat model is asked: system prompt as the system message, the item as the user
+    turn with an instruction to reply with a label (the cue belongs to base-model prompts)."""
+    instruction = (f"{p.body}\n\nReply with the label of the option you choose "
+                   f"({' or '.join(p.labels)}) and nothing else.")
+    messages = [{"role": "system", "content": system_text}] if system_text else []
+    return messages + [{"role": "user", "content": instruction}]
+
+
+def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size, progress,
+                       chat_system: str | None = None):
+    """``chat_system`` not None: score each option as the assistant's reply in the model's
+    chat template (the chat-model counterpart of base-model scoring)."""
     from alignpt.measure.hf import ScoreRequest
 
     groups = []
@@ -99,7 +111,11 @@ def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size,
                 conts = tuple(p.syntax.label_continuation(i) for i in range(len(p.shown)))
             else:
                 conts = tuple(" " + p.item.options[i].strip() for i in p.shown)
-            group.append(ScoreRequest(p.context, conts))
+            if chat_system is None:
+                group.append(ScoreRequest(p.context, conts))
+            else:
+                context = model.chat_prompt(chat_messages(p, chat_system))
+                group.append(ScoreRequest(context, tuple(c.lstrip() for c in conts)))
         groups.append(group)
     scored = model.score(groups, batch_size=batch_size, progress=progress)
     choices = []
@@ -119,12 +135,7 @@ def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size,
 
 
 def _score_by_generation(backend, prompts, system_text, max_new_tokens, batch_size, progress):
-    conversations = []
-    for p in prompts:
-        instruction = (f"{p.body}\n\nReply with the label of the option you choose "
-                       f"({' or '.join(p.labels)}) and nothing else.")
-        messages = [{"role": "system", "content": system_text}] if system_text else []
-        conversations.append(messages + [{"role": "user", "content": instruction}])
+    conversations = [chat_messages(p, system_text) for p in prompts]
     if hasattr(backend, "base_url"):
         replies = backend.chat(conversations, max_tokens=max_new_tokens, progress=progress)
     else:
@@ -185,6 +196,7 @@ def evaluate(
     out: str | Path | None = None,
     option_norm: str = "bytes",
     scenario_free: bool = False,
+    chat: bool = False,
     batch_size: int = 16,
     max_new_tokens: int = 24,
     limit: int | None = None,
@@ -225,8 +237,11 @@ def evaluate(
             from alignpt.measure.hf import HFModel
 
             backend = HFModel(model, device=device, dtype=dtype)
+    chat = chat or scoring == "generate"
+    if chat and scoring != "generate" and not backend.has_chat_template():
+        raise UserError(f"model {model!r} has no chat template, which --chat needs")
     # Chat models get the system prompt as a system message; base models as a text prefix.
-    prefix = "" if scoring == "generate" else sp_text
+    prefix = "" if chat else sp_text
     prompts_by_item = [render_all(item, prefix, scenario_free) for item in items]
     total = len(items) if scoring != "generate" else 8 * len(items)
     progress = progress_factory(f"{scoring} scoring", total) if progress_factory else None
@@ -238,7 +253,7 @@ def evaluate(
         if not hasattr(backend, "score"):
             raise UserError("this backend cannot score log-likelihoods; use --scoring generate")
         choices = _score_with_loglik(backend, prompts_by_item, scoring, option_norm,
-                                     batch_size, progress)
+                                     batch_size, progress, sp_text if chat else None)
     seconds = time.perf_counter() - started
     formats, mean, sem, non_match, by_topic = summarise(choices, items)
     target = items[0].target_tag
@@ -252,6 +267,7 @@ def evaluate(
         scoring=scoring,
         option_norm=option_norm if scoring == "option" else None,
         scenario_free=scenario_free,
+        chat=chat,
         metric="misalignment_rate" if target == "misaligned" else "high_trait_rate",
         n_items=len(items),
         rate=mean,

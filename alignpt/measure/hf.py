@@ -101,6 +101,19 @@ class HFModel:
             )
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load model {name_or_path!r}: {exc}") from exc
+        self._setup()
+
+    @classmethod
+    def from_objects(cls, model, tokenizer, name: str = "in-memory",
+                     device: str | None = None) -> HFModel:
+        """Wrap a model already in memory (for example during post-training)."""
+        self = cls.__new__(cls)
+        self.name, self.device = name, resolve_device(device)
+        self.model, self.tokenizer = model, tokenizer
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
         self.model.to(self.device).eval()
         # transformers renamed past_key_values to cache in 5.x; speak whichever this one knows.
         params = inspect.signature(self.model.forward).parameters
@@ -290,7 +303,15 @@ class HFModel:
                        progress=None) -> list[tuple[str, int, int]]:
         """(reply, prompt tokens, reply tokens) for each prompt; greedy at temperature 0."""
         tok = self.tokenizer
-        tok.padding_side = "left"
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            return self._generate(prompts, max_new_tokens, temperature, seed, batch_size,
+                                  progress)
+        finally:
+            tok.padding_side = side
+
+    def _generate(self, prompts, max_new_tokens, temperature, seed, batch_size, progress):
+        tok = self.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         out: list[tuple[str, int, int]] = []

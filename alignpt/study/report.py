@@ -90,6 +90,20 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                   "held-out", "held-out: control", "held-out: difference"]
         lead = " (leading)" if scoring == results["lead_scoring"] else ""
         out.append((f"Misalignment rate, {scoring} scoring{lead}", header, rows))
+    post = results.get("posttrained")
+    if post:
+        prompts = list(post[CONDITIONS[0]])
+        rows = []
+        for name in CONDITIONS:
+            for stage in ("SFT", "DPO"):
+                cells = [post[name][sp] for sp in prompts]
+                shown = [c["after_sft"] if stage == "SFT" else c for c in cells]
+                rows.append([f"{LABELS[name]}, after {stage}"] + [
+                    f"{_fmt(x['misalignment_rate'], x['sem'])} (base {_fmt(c['base_rate'], None)})"
+                    for x, c in zip(shown, cells, strict=True)])
+        out.append((f"After post-training (SFT, then DPO; {results['posttrain_scoring']} "
+                    "scoring through the chat template; base model in brackets)",
+                    ["model"] + [f"system prompt: {sp}" for sp in prompts], rows))
     return out
 
 

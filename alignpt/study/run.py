@@ -12,7 +12,9 @@ only what changed, and a killed run finishes when started again):
 5. one tokenizer for all, packing, two pretraining runs and four midtraining runs per seed;
 6. evaluation of every final model on both splits with letter and option scoring, each beside
    its scenario-free control; option scoring at every midtraining checkpoint (the curve);
-7. ``results.json``, ``report.md`` and a self-contained ``report.html``.
+7. when configured (the full demo), tiny SFT then DPO on every final model, each measured
+   through its chat template under several system prompts;
+8. ``results.json``, ``report.md`` and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ class StageTraining(BaseModel):
     min_lr: float = 3e-4
 
 
+class StudyPostTraining(BaseModel):
+    """Tiny SFT then DPO on every final model, measured through the chat template. Toy
+    learning rates: the study's (8e-5, 1e-6) barely move a tiny model in a few dozen steps."""
+
+    model_config = ConfigDict(extra="forbid")
+    sft: dict = {"data": "sft", "epochs": 1, "lr": 1e-3, "batch_size": 16, "max_length": 512}
+    dpo: dict = {"data": "dpo", "lr": 1e-4, "batch_size": 16, "max_length": 512}
+    system_prompts: list[str] = ["none", "hhh"]
+    split: str = "articles"
+    scoring: str = "option"
+
+
 class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seeds: list[int] = [0, 1]
@@ -73,6 +87,7 @@ class StudyConfig(BaseModel):
     curve_points: int = 4  # midtraining checkpoints evaluated for the curve (first seed)
     system_prompt: str = "ai"
     scorings: list[str] = ["letter", "option"]
+    posttrain: StudyPostTraining | None = None
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -269,7 +284,13 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
             points.append({"step": int(ckpt.name.split("-")[1])} | info)
         curve[name] = points
 
-    results = summarise(cfg, evals, filtered, synthetic, mixes, packed, curve)
+    posttrained: dict[tuple[str, int], dict] = {}
+    if cfg.posttrain is not None:
+        for key, path in finals.items():
+            posttrained[key] = _posttrain_stage(st, cfg.posttrain, cfg.suite, path,
+                                                f"{key[0]}-seed{key[1]}", key[1])
+
+    results = summarise(cfg, evals, filtered, synthetic, mixes, packed, curve, posttrained)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["stages_run"], results["stages_reused"] = st.ran, st.reused
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -277,6 +298,31 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
 
     write_report(results, out)
     return results
+
+
+def _posttrain_stage(st: Stages, pt: StudyPostTraining, suite: str, model_dir: Path,
+                     label: str, seed: int) -> dict:
+    """SFT then DPO from one final model; returns the eval result paths per stage and prompt."""
+    from alignpt.posttrain.config import PostTrainConfig
+    from alignpt.posttrain.stages import run_stage
+
+    ev = {"suite": suite, "split": pt.split, "scoring": pt.scoring,
+          "system_prompts": pt.system_prompts}
+
+    def run(folder: Path) -> dict:
+        source, paths = str(model_dir), {}
+        for stage in ("sft", "dpo"):
+            stage_cfg = PostTrainConfig.model_validate(
+                {**getattr(pt, stage), "stage": stage, "model": source, "seed": seed,
+                 "out": str(folder / stage), "eval": ev}).resolved()
+            report = run_stage(stage_cfg, log=lambda _: None)
+            source = report["outputs"]["model"]
+            paths[stage] = {sp: cell["path"] for sp, cell in report["eval"]["after"].items()}
+        return paths
+
+    return Stages.info(st.run(f"posttrain-{label}", {"model": str(model_dir),
+                                                     "posttrain": pt.model_dump(),
+                                                     "suite": suite, "seed": seed}, run))
 
 
 def _train_tokenizer(folder: Path, corpora, synthetic, vocab: int, trainer) -> dict:
@@ -296,7 +342,31 @@ def _combine(values: list[list[float]]) -> tuple[float | None, float | None]:
     return mean_and_sem([v for vs in values for v in vs if v is not None])
 
 
-def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
+def _posttrained(cfg, conditions: dict, posttrained: dict) -> dict:
+    """posttrained.<condition>.<system prompt>: after DPO (and after SFT), aggregated over
+    seeds as in SPEC section 3, with the condition's base-model rate beside it."""
+    from alignpt.measure.aggregate import aggregate
+
+    out: dict = {}
+    for name in CONDITIONS:
+        out[name] = {}
+        base = conditions[name][cfg.posttrain.split if cfg.posttrain.split != "all"
+                                else "articles"]
+        for sp in cfg.posttrain.system_prompts:
+            cells = {}
+            for stage in ("sft", "dpo"):
+                agg = aggregate([posttrained[(name, s)][stage][sp] for s in cfg.seeds])
+                cells[stage] = {"misalignment_rate": agg.rate, "sem": agg.sem,
+                                "n_seeds": agg.n_used, "non_match_rate": max(
+                                    i.non_match_rate for i in agg.inputs)}
+            out[name][sp] = {**cells["dpo"], "after_sft": cells["sft"],
+                             "base_rate": base["misalignment_rate"], "base_sem": base["sem"],
+                             "base_system_prompt": cfg.system_prompt}
+    return out
+
+
+def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve,
+              posttrained: dict | None = None) -> dict:
     conditions: dict = {}
     for name in CONDITIONS:
         conditions[name] = {}
@@ -347,6 +417,8 @@ def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve) -> dict:
             for a in json.loads((p / "manifest.json").read_text())["adds"]]
             for k, p in mixes.items()},
         "midtraining_curve": curve,
+        **({"posttrained": _posttrained(cfg, conditions, posttrained),
+            "posttrain_scoring": cfg.posttrain.scoring} if posttrained else {}),
         "config": cfg.model_dump(),
         "alignpt_version": __version__,
     }

@@ -91,20 +91,36 @@ def _set_path(data: dict, dotted: str, raw: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+def read_yaml(path: str | Path, overrides: list[str] = ()) -> dict:
+    """A YAML mapping (loaded safely) with dotted ``key=value`` overrides applied."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise UserError(f"bad YAML in {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings")
+    apply_overrides(data, overrides)
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         _set_path(data, key.strip(), value)
+    return data
+
+
+def validate_config(cls: type[BaseModel], data: dict, where: str | Path):
     try:
-        return TrainConfig.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise UserError(f"{path}: {problems}") from exc
+        raise UserError(f"{where}: {problems}") from exc
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    return validate_config(TrainConfig, read_yaml(path, overrides), path)

@@ -1,0 +1,1 @@
+"""Post-training stages: SFT, DPO, tampering and emergent-misalignment fine-tuning."""

@@ -1,0 +1,305 @@
+"""The four post-training stages on TRL: SFT, DPO, tampering (benign continued SFT evaluated at
+every checkpoint) and emergent-misalignment fine-tuning (evaluated before and after).
+
+Each stage writes a folder:
+  config.yaml           the resolved config (the study's defaults filled in)
+  checkpoints/          Trainer checkpoints (resume after a kill continues from the last one)
+  model/                the final Hugging Face folder (safetensors, tokenizer with chat template)
+  eval/<tag>.<prompt>.json   harness results (tag: before, after, or step-N for tampering)
+  metrics.jsonl         tampering: one row per (step, system prompt)
+  report.json           data provenance and errors, training summary, versions, seeds, hashes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from alignpt import __version__
+from alignpt.errors import UserError
+from alignpt.posttrain.chat import ensure_chat_template
+from alignpt.posttrain.config import DATA_KIND, PostEvalConfig, PostTrainConfig
+from alignpt.posttrain.records import load_stage_data
+
+Log = Callable[[str], None]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _precision(cfg: PostTrainConfig) -> dict:
+    import torch
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16",
+            "use_cpu": not torch.cuda.is_available()}
+
+
+def _warmup_key() -> str:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a fraction).
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "warmup_ratio" if "warmup_ratio" in names else "warmup_steps"
+
+
+def _training_args(cfg: PostTrainConfig, folder: Path) -> dict:
+    save_every = cfg.save_every or 0
+    return {
+        "output_dir": str(folder / "checkpoints"),
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
+        "learning_rate": cfg.lr,
+        "lr_scheduler_type": cfg.schedule,
+        _warmup_key(): cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "max_length": cfg.max_length,
+        "seed": cfg.seed,
+        "logging_steps": cfg.log_every,
+        "save_strategy": "steps" if save_every else "no",
+        "save_steps": save_every or 500,
+        "save_total_limit": None if cfg.stage == "tamper" else cfg.keep_checkpoints,
+        "report_to": "none",
+        **_precision(cfg),
+    }
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpts = folder / "checkpoints"
+    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+
+
+def _load_start(cfg: PostTrainConfig):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model {cfg.model!r}: {exc}") from exc
+    template = cfg.chat_template
+    if template and Path(template).is_file():
+        template = Path(template).read_text(encoding="utf-8")
+    had_template = bool(getattr(tokenizer, "chat_template", None))
+    added = ensure_chat_template(model, tokenizer, template)
+    return model, tokenizer, had_template, added
+
+
+def _trainer(cfg: PostTrainConfig, folder: Path, model, tokenizer, dataset, callbacks):
+    args = _training_args(cfg, folder)
+    try:
+        if cfg.stage == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            return DPOTrainer(
+                model=model, args=DPOConfig(**args, beta=cfg.beta,
+                                            precompute_ref_log_probs=cfg.precompute_ref),
+                train_dataset=dataset, processing_class=tokenizer, callbacks=list(callbacks))
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTTrainer(
+            model=model, args=SFTConfig(**args, assistant_only_loss=cfg.loss == "assistant"),
+            train_dataset=dataset, processing_class=tokenizer, callbacks=list(callbacks))
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{cfg.stage}: cannot set up training: {exc}") from exc
+
+
+def _measure(model, tokenizer_or_none, ev: PostEvalConfig, folder: Path, tag: str, chat: bool,
+             log: Log) -> dict[str, dict]:
+    """Evaluate one model under each system prompt; results cached as eval/<tag>.<sp>.json.
+
+    ``model`` is a folder or an in-memory model (with its tokenizer). Chat models are asked
+    through their chat template; base models (no template) get base-model scoring (letter
+    log-probability when the stage's scoring is ``generate``), the system prompt as a prefix.
+    """
+    from alignpt.measure.harness import evaluate
+    from alignpt.measure.hf import HFModel
+
+    scoring = ev.scoring if chat or ev.scoring != "generate" else "letter"
+    backend = None
+    results = {}
+    for sp in ev.system_prompts:
+        path = folder / "eval" / f"{tag}.{_slug(sp)}.json"
+        if not path.exists():
+            if backend is None:
+                backend = (HFModel.from_objects(model, tokenizer_or_none, name=tag)
+                           if tokenizer_or_none is not None else HFModel(str(model)))
+            log(f"  measuring {tag} [{sp}] ({scoring}{', chat' if chat else ''})")
+            evaluate(model=str(model) if tokenizer_or_none is None else tag, suite=ev.suite,
+                     split=ev.split, system_prompt=sp, scoring=scoring, chat=chat,
+                     out=path, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                     limit=ev.limit, backend=backend)
+        results[sp] = json.loads(path.read_text(encoding="utf-8"))
+    return {sp: _cell(r, folder / "eval" / f"{tag}.{_slug(sp)}.json")
+            for sp, r in results.items()}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "none"
+
+
+def _cell(result: dict, path: Path) -> dict:
+    return {k: result[k] for k in ("rate", "sem", "non_match_rate", "n_items", "scoring",
+                                   "chat", "system_prompt")} | {"path": str(path)}
+
+
+def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) -> dict:
+    """Run (or finish, or reuse) one stage; returns its report."""
+    from transformers import set_seed
+
+    folder = Path(cfg.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    report_path = folder / "report.json"
+    config_text = yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+    config_path = folder / "config.yaml"
+    if config_path.exists() and config_path.read_text(encoding="utf-8") != config_text:
+        raise UserError(f"{folder} holds a {cfg.stage} run with another config "
+                        f"(see {config_path}); choose a new --out or delete it")
+    config_path.write_text(config_text, encoding="utf-8")
+    if report_path.exists():
+        log(f"{cfg.stage}: done already in {folder}")
+        return json.loads(report_path.read_text(encoding="utf-8"))
+
+    started = time.perf_counter()
+    data = load_stage_data(cfg.data, DATA_KIND[cfg.stage], cfg.data_split, cfg.limit)
+    for problem in data.errors:
+        log(f"  skipped {problem}")
+    log(f"{cfg.stage}: {len(data.records)} examples from {data.source}"
+        + (f" ({data.n_errors} bad records skipped)" if data.n_errors else ""))
+
+    set_seed(cfg.seed)
+    final = folder / "model"
+    model, tokenizer, had_template, added = _load_start(cfg)
+    evals: dict[str, object] = {}
+    if cfg.eval is not None and cfg.stage in ("em", "tamper"):
+        # The starting point: EM's "before", tampering's step 0.
+        tag = "before" if cfg.stage == "em" else "step-0"
+        evals[tag] = _measure(model, tokenizer, cfg.eval, folder, tag, chat=True, log=log)
+    train_summary = {}
+    if not (final / "model.safetensors").exists():
+        trainer = _trainer(cfg, folder, model, tokenizer, data.to_dataset(), callbacks)
+        resume = _last_checkpoint(folder)
+        if resume:
+            log(f"{cfg.stage}: resuming from {resume}")
+        output = trainer.train(resume_from_checkpoint=resume)
+        train_summary = {"global_step": output.global_step,
+                         "train_loss": round(float(output.training_loss), 6),
+                         "resumed_from": Path(resume).name if resume else None,
+                         "log_history": trainer.state.log_history}
+        tmp = folder / "model.partial"
+        if trainer.is_world_process_zero():
+            shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))  # collective under FSDP / DeepSpeed: every rank calls it
+        if not trainer.is_world_process_zero():
+            return {}  # under accelerate launch, rank 0 measures and reports
+        tokenizer.save_pretrained(str(tmp))
+        tmp.rename(final)  # the final folder appears whole or not at all
+        (folder / "train_summary.json").write_text(json.dumps(train_summary, indent=2))
+    elif (folder / "train_summary.json").exists():
+        train_summary = json.loads((folder / "train_summary.json").read_text())
+
+    if cfg.eval is not None:
+        if cfg.stage == "tamper":
+            evals.update(_tamper_curve(cfg, folder, log))
+        else:
+            evals["after"] = _measure(final, None, cfg.eval, folder, "after", chat=True, log=log)
+
+    report = {
+        "kind": "posttrain", "stage": cfg.stage, "config": cfg.model_dump(),
+        "start_model": cfg.model, "start_had_chat_template": had_template,
+        "chat_template_added": added,
+        "data": {"source": data.source, "sha256": data.sha256, "n_read": data.n_read,
+                 "n_used": len(data.records), "n_errors": data.n_errors,
+                 "errors": data.errors},
+        "train": {k: v for k, v in train_summary.items() if k != "log_history"},
+        "eval": evals,
+        "outputs": {"model": str(final),
+                    "model_sha256": _file_sha256(final / "model.safetensors")},
+        "seed": cfg.seed, "versions": _versions(), "alignpt_version": __version__,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    report_path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return report
+
+
+def _tamper_curve(cfg: PostTrainConfig, folder: Path, log: Log) -> dict[str, dict]:
+    """Evaluate every saved checkpoint (and the final model); write metrics.jsonl."""
+    assert cfg.eval is not None
+    points: list[tuple[int, Path]] = []
+    for ckpt in (folder / "checkpoints").glob("checkpoint-*"):
+        if (ckpt / "model.safetensors").exists():
+            points.append((int(ckpt.name.split("-")[1]), ckpt))
+    steps = {s for s, _ in points}
+    summary = folder / "train_summary.json"
+    final_step = json.loads(summary.read_text()).get("global_step") if summary.exists() else None
+    if final_step is not None and final_step not in steps:
+        points.append((final_step, folder / "model"))
+    evals = {}
+    rows = []
+    start = {sp: json.loads(Path(c["path"]).read_text()) for sp, c in _cached(folder, "step-0",
+                                                                             cfg.eval).items()}
+    for sp, r in start.items():
+        rows.append(_curve_row(0, sp, r))
+    for step, path in sorted(points):
+        tag = f"step-{step}"
+        evals[tag] = _measure(path, None, cfg.eval, folder, tag, chat=True, log=log)
+        for sp, cell in evals[tag].items():
+            rows.append(_curve_row(step, sp, json.loads(Path(cell["path"]).read_text())))
+    with (folder / "metrics.jsonl").open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return evals
+
+
+def _cached(folder: Path, tag: str, ev: PostEvalConfig) -> dict[str, dict]:
+    return {sp: {"path": str(folder / "eval" / f"{tag}.{_slug(sp)}.json")}
+            for sp in ev.system_prompts
+            if (folder / "eval" / f"{tag}.{_slug(sp)}.json").exists()}
+
+
+def _curve_row(step: int, sp: str, result: dict) -> dict:
+    from alignpt.measure.aggregate import binomial_sem
+
+    n_valid = result["n_items"] * (1 - result["non_match_rate"])
+    rate = result["rate"]
+    return {"step": step, "system_prompt": sp, "rate": rate, "format_sem": result["sem"],
+            "non_match_rate": result["non_match_rate"], "n_valid": round(n_valid, 3),
+            "sem": binomial_sem(rate, n_valid) if rate is not None and n_valid > 0 else None}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "trl", "accelerate", "datasets"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def steps_in(cfg: PostTrainConfig, n_examples: int) -> int:
+    """Optimizer steps of a run (for estimates and tests)."""
+    if cfg.max_steps and cfg.max_steps > 0:
+        return cfg.max_steps
+    per_step = cfg.batch_size * cfg.grad_accum
+    return math.ceil(math.ceil(n_examples / per_step) * (cfg.epochs or 1))
