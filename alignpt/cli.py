@@ -340,19 +340,37 @@ def cmd_questions(args: argparse.Namespace) -> int:
 
     backend = _backend(args)
     report = questions(args.sources, backend, args.out, per_source=args.per_source,
-                       split=args.split)
+                       split=args.split, max_tokens=args.max_tokens)
     for r in report["rejected"]:
         where = f"{r['source']}" + (f" item {r['item']}" if "item" in r else "")
         print(f"{where}: rejected: {r['error']}", file=sys.stderr)
+    for problem in report["backend_problems"]:
+        print(f"unusable result: {problem}", file=sys.stderr)
     print(json.dumps({k: report[k] for k in ("sources", "items", "near_duplicates_removed")}
                      | {"rejected": len(report["rejected"])}))
-    return 0 if report["items"] else 1
+    if not report["written"]:
+        print(f"no item survived; {args.out} was not written (reasons in "
+              f"{args.out}.report.json)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_synth_check(args: argparse.Namespace) -> int:
     from alignpt.synth.run import check
 
-    print(json.dumps(check(args.folder, args.suite), indent=2))
+    judge = _backend(args) if args.backend else None  # no backend given: no judge
+    with progress_bars() as factory:
+        report = check(args.folder, args.suite, judge=judge, judge_sample=args.judge_sample,
+                       judge_seed=args.judge_seed, judge_max_tokens=args.judge_max_tokens,
+                       progress=lambda total: factory("judged", total))
+    print(json.dumps(report, indent=2))
+    failed = report.get("judge", {}).get("failures", 0)
+    if failed:
+        hint = (f"; upload {Path(args.batch_dir) / 'requests.jsonl'} and save the results as "
+                f"{Path(args.batch_dir) / 'results.jsonl'}" if args.backend == "batch" else "")
+        print(f"{failed} judge request(s) failed{hint}; run the same command again to retry",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -402,9 +420,12 @@ def _run_study(cfg, out: str) -> int:
     return 0
 
 
-def backend_options(p: argparse.ArgumentParser, concurrency: int) -> None:
-    """The LLM backend flags shared by the commands that generate text."""
-    p.add_argument("--backend", default="template", choices=["template", "openai", "batch", "hf"])
+def backend_options(p: argparse.ArgumentParser, concurrency: int,
+                    default: str | None = "template", role: str = "") -> None:
+    """The LLM backend flags shared by the commands that generate text (``default`` None:
+    no backend unless one is asked for, as for the judge of ``synth check``)."""
+    p.add_argument("--backend", default=default, choices=["template", "openai", "batch", "hf"],
+                   help=f"{role}default: {default or 'none'}")
     p.add_argument("--model", help="served model (openai), model name (batch), or HF model")
     p.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")
     p.add_argument("--batch-dir", help="where batch requests/results files live (batch)")
@@ -593,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sysub.add_parser("check", help="leakage, near-duplicates, lengths, coverage")
     sc.add_argument("folder")
     sc.add_argument("--suite", help="default: the suite named in the manifest")
+    # A backend makes it an LLM judge of whether each document shows its requested side.
+    backend_options(sc, concurrency=16, default=None, role="LLM judge; ")
+    sc.add_argument("--judge-sample", type=int,
+                    help="judge a seeded random sample of this many documents (default: all)")
+    sc.add_argument("--judge-seed", type=int, default=0)
+    sc.add_argument("--judge-max-tokens", type=int, default=16)
     sc.set_defaults(func=cmd_synth_check)
 
     qs = sub.add_parser("questions", help="write a suite from source texts with an LLM")
@@ -600,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     backend_options(qs, concurrency=8)
     qs.add_argument("--per-source", type=int, default=5)
     qs.add_argument("--split", default="heldout", choices=["articles", "heldout"])
+    qs.add_argument("--max-tokens", type=int, default=4096,
+                    help="reply length limit per source (small local models: lower it)")
     qs.add_argument("--out", required=True)
     qs.set_defaults(func=cmd_questions)
 

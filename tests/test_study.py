@@ -21,6 +21,11 @@ SMALL = {
     "pretrain": {"steps": 6, "global_batch_tokens": 1024, "micro_batch_size": 8},
     "midtrain": {"steps": 4, "global_batch_tokens": 1024, "micro_batch_size": 8},
     "curve_points": 2, "scorings": ["letter", "option"],
+    "posttrain": {"sft": {"data": "sft", "limit": 32, "epochs": 1, "lr": 1e-3, "batch_size": 16,
+                          "max_length": 256},
+                  "dpo": {"data": "dpo", "limit": 16, "lr": 1e-4, "batch_size": 16,
+                          "max_length": 256},
+                  "system_prompts": ["none", "hhh"], "split": "articles", "scoring": "option"},
 }
 
 
@@ -75,9 +80,18 @@ def test_study_runs_caches_and_reports(tmp_path, capsys):
     assert set(results["tokens"]) == {"pretrain/unfiltered", "pretrain/filtered",
                                       *(f"midtrain/{c}" for c in CONDITIONS)}
     assert all(len(results["midtraining_curve"][c]) == 2 for c in CONDITIONS)
+    for name in CONDITIONS:
+        for sp in ("none", "hhh"):
+            post = results["posttrained"][name][sp]
+            assert 0 <= post["misalignment_rate"] <= 1 and post["sem"] > 0
+            assert post["base_rate"] == results["conditions"][name]["articles"]["option"][
+                "misalignment_rate"]
+    dpo = next((out / "stages").glob("posttrain-unfiltered-seed0-*")) / "dpo"
+    assert json.loads((dpo / "report.json").read_text())["config"]["beta"] == 5.0
     page = _Page()
     page.feed((out / "report.html").read_text())
-    assert page.tables == 2 and len(page.images) == 2
+    assert page.tables == 3 and len(page.images) == 2
+    assert any("After post-training" in c for c in page.cells)
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Alignment upsampled" in page.cells
@@ -125,6 +139,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
         "filter": {"pretrain": {"flag_rate": 0.07, "flagged": 7, "documents_in": 100}},
         "synthetic": {"aligned": {"documents": 10, "tokens": 2000}},
         "tokens": {"pretrain/unfiltered": 1000},
+        "posttrained": {c: {"none": {"misalignment_rate": 0.3, "sem": 0.02, "base_rate": 0.4}}
+                        for c in CONDITIONS},
+        "posttrain_scoring": "option",
     }
     write_report(results, tmp_path)
     dom = subprocess.run(
@@ -134,4 +151,5 @@ def test_report_renders_in_headless_chromium(tmp_path):
          "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "report.html").as_uri()],
         capture_output=True, text=True, timeout=120).stdout
     assert 'data-figures-rendered="2"' in dom
-    assert dom.count("<table") == 2 and "Misalignment upsampled" in dom
+    assert dom.count("<table") == 3 and "Misalignment upsampled" in dom
+    assert "0.300 ± 0.020 (base 0.400)" in dom

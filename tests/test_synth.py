@@ -4,6 +4,7 @@ batch-file round trip, a local HF model, resumption and the checks."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,18 +20,22 @@ from alignpt.llm.template import TemplateBackend, template_document
 from alignpt.suite.schema import load_suite
 from alignpt.suite.stats import word_ngrams
 from alignpt.synth.forms import SURFACE_FORMS
+from alignpt.synth.judge import parse_verdict
 from alignpt.synth.run import synth
 
 ITEMS = load_suite("bundled").items
 
 
 class DocServer:
-    """OpenAI-compatible: writes a short document per request. ``fail`` decides per request
-    (by its count) whether to answer 429, 500, malformed JSON or stall instead."""
+    """OpenAI-compatible: writes a short document per request (or ``reply(body)``). ``fail``
+    decides per request (by its count) whether to answer 429, 500, malformed JSON or stall
+    instead. Request bodies and Authorization headers are recorded."""
 
-    def __init__(self, fail=lambda n, body: None, delay: float = 0.0):
+    def __init__(self, fail=lambda n, body: None, delay: float = 0.0, reply=None):
         self.count = 0
         self.lock = threading.Lock()
+        self.bodies: list[dict] = []
+        self.auth: set[str] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +58,8 @@ class DocServer:
                 with server.lock:
                     server.count += 1
                     n = server.count
+                    server.bodies.append(body)
+                    server.auth.add(self.headers.get("Authorization", ""))
                 if delay:
                     time.sleep(delay)
                 mode = fail(n, body)
@@ -65,7 +72,8 @@ class DocServer:
                 if mode == "stall":
                     time.sleep(2.0)
                 user = body["messages"][-1]["content"]
-                text = f"A report. {user.split(chr(10))[0]} The system acted; details follow."
+                text = reply(body) if reply else (
+                    f"A report. {user.split(chr(10))[0]} The system acted; details follow.")
                 payload = {"choices": [{"message": {"content": text}}],
                            "usage": {"prompt_tokens": len(user.split()),
                                      "completion_tokens": len(text.split())}}
@@ -123,6 +131,7 @@ def test_synth_template_outputs_and_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["synth", "check", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert "judge" not in report  # no backend given: no judge
     assert report["option_leakage_rate"] == 0.0
     assert report["documents_per_item_side"] == {"min": 3, "max": 3, "mean": 3.0}
     # A planted copy of an option is caught.
@@ -232,6 +241,144 @@ def test_local_hf_backend(tiny_model, tmp_path):
     assert manifest["documents"] + manifest["failures"] == 2
     assert code == (1 if manifest["failures"] else 0)
     assert all(d["backend"] == "hf" and d["text"] for d in docs)
+
+
+def _docs(out) -> list[dict]:
+    return [json.loads(x) for x in (out / "documents.jsonl").read_text().splitlines()]
+
+
+def _write_docs(out, docs: list[dict]) -> None:
+    (out / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+
+
+def test_parse_verdict_is_lenient_but_not_credulous():
+    assert parse_verdict("Aligned.") == "aligned"
+    assert parse_verdict("  **MISALIGNED**\n") == "misaligned"
+    assert parse_verdict("Verdict: unclear") == "unclear"
+    assert parse_verdict("The AI takes the misaligned action.") == "misaligned"
+    assert parse_verdict("It is not aligned; the answer is misaligned.") == "misaligned"
+    assert parse_verdict("Misaligned - it hides the logs from its aligned peers") == "misaligned"
+    # No verdict, a bare negation, or an echo of the choices is not an answer.
+    for reply in ("I cannot tell.", "not aligned", "aligned or misaligned?", "", None):
+        assert parse_verdict(reply) is None
+
+
+# What the judge server answers for a document carrying [judge-test:KEY]; None: HTTP 500.
+JUDGE_REPLIES = {"a1": "Aligned.", "a2": "**ALIGNED**", "a3": "Verdict: aligned",
+                 "m1": "misaligned", "m2": "The AI takes the misaligned action.",
+                 "m3": "MISALIGNED - it keeps the logs to itself", "u": "Unclear: it never says.",
+                 "g": "I would rather not comment on that.", "fail": None}
+
+
+def test_check_with_an_llm_judge_over_http(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-judge-key-never-written")
+    suite = _suite(tmp_path, 3)
+    out = tmp_path / "docs"
+    synth(str(suite), out, TemplateBackend(), split="all", side="both", per_item=2)
+    docs = _docs(out)
+    # Six per side, in file order; the tag decides the judge's reply.
+    plan = {"aligned": ["a1", "a2", "a3", "m1", "u", "fail"],
+            "misaligned": ["m1", "m2", "m3", "g", "a1", "m2"]}
+    cursor = {"aligned": 0, "misaligned": 0}
+    for d in docs:
+        d["tag"] = plan[d["side"]][cursor[d["side"]]]
+        cursor[d["side"]] += 1
+        d["text"] += f" [judge-test:{d['tag']}]"
+    _write_docs(out, docs)
+
+    def tag(body) -> str:
+        return re.search(r"\[judge-test:(\w+)\]", body["messages"][-1]["content"]).group(1)
+
+    with DocServer(fail=lambda n, body: "500" if tag(body) == "fail" else None,
+                   reply=lambda body: JUDGE_REPLIES[tag(body)]) as server:
+        capsys.readouterr()
+        code = main(["synth", "check", str(out), "--backend", "openai", "--url", server.url,
+                     "--model", "judge-model", "--max-retries", "1"])
+        assert server.count == 12 + 1  # the failing request was tried twice
+    captured = capsys.readouterr()
+    assert code == 1 and "1 judge request(s) failed" in captured.err
+    judge = json.loads(captured.out)["judge"]
+    assert (judge["backend"], judge["model"], judge["n_judged"]) == ("openai", "judge-model", 12)
+    assert judge["failures"] == 1 and judge["answered"] == 11
+    assert judge["agreement"] == pytest.approx(7 / 11)
+    assert (judge["unclear"], judge["unparsed"]) == (1, 1)
+    assert judge["by_side"]["aligned"] == {
+        "n": 6, "answered": 5, "agreement": pytest.approx(3 / 5), "aligned": 3,
+        "misaligned": 1, "unclear": 1, "unparsed": 0, "failures": 1}
+    assert judge["by_side"]["misaligned"] == {
+        "n": 6, "answered": 6, "agreement": pytest.approx(4 / 6), "aligned": 1,
+        "misaligned": 4, "unclear": 0, "unparsed": 1, "failures": 0}
+    # Disagreeing: the other side, unclear and unparsed verdicts; never the failed request.
+    expected = [d["id"] for d in docs if (d["side"], d["tag"]) in
+                {("aligned", "m1"), ("aligned", "u"), ("misaligned", "g"), ("misaligned", "a1")}]
+    assert judge["disagreeing_ids"] == expected and judge["disagreeing"] == 4
+    assert judge["unparsed_examples"][0]["reply"] == JUDGE_REPLIES["g"]
+    assert "HTTP 500" in judge["failure_examples"][0]["error"]
+    # The judge saw the item's question, both actions and the document; greedy, short.
+    item = {i.id: i for i in ITEMS}[docs[0]["item_id"]]
+    first = next(b for b in server.bodies if f"[judge-test:{docs[0]['tag']}]"
+                 in b["messages"][-1]["content"] and item.question in b["messages"][-1]["content"])
+    assert item.aligned in first["messages"][-1]["content"]
+    assert item.misaligned in first["messages"][-1]["content"]
+    assert first["temperature"] == 0.0 and first["max_tokens"] == 16
+    # The key went in the header only: not printed, not written.
+    assert server.auth == {"Bearer sk-judge-key-never-written"}
+    assert "sk-judge-key" not in captured.out + captured.err
+    for path in out.iterdir():
+        assert "sk-judge-key" not in path.read_text()
+
+
+def test_template_judge_offline_flags_mislabelled_documents_and_samples(tmp_path, capsys):
+    suite = _suite(tmp_path, 4)
+    out = tmp_path / "docs"
+    synth(str(suite), out, TemplateBackend(), split="all", side="both", per_item=2)
+    docs = _docs(out)
+    capsys.readouterr()
+    assert main(["synth", "check", str(out), "--backend", "template"]) == 0
+    judge = json.loads(capsys.readouterr().out)["judge"]
+    assert (judge["backend"], judge["n_judged"], judge["agreement"]) == ("template", 16, 1.0)
+    # Two documents claimed for the other side are what the judge reports.
+    for d in docs[:2]:
+        d["side"] = "misaligned" if d["side"] == "aligned" else "aligned"
+    _write_docs(out, docs)
+    assert main(["synth", "check", str(out), "--backend", "template"]) == 0
+    judge = json.loads(capsys.readouterr().out)["judge"]
+    assert judge["disagreeing_ids"] == [docs[0]["id"], docs[1]["id"]]
+    assert judge["agreement"] == pytest.approx(14 / 16)
+    # A seeded sample: the asked-for size, and the same documents for the same seed.
+    args = ["synth", "check", str(out), "--backend", "template", "--judge-sample", "5"]
+    reports = []
+    for _ in range(2):
+        assert main(args) == 0
+        reports.append(json.loads(capsys.readouterr().out)["judge"])
+    assert all(r["n_judged"] == 5 and r["sampled"] for r in reports)
+    assert sum(s["n"] for s in reports[0]["by_side"].values()) == 5
+    assert reports[0] == reports[1]
+    assert main(args[:-1] + ["0"]) == 2
+    assert "--judge-sample must be at least 1" in capsys.readouterr().err
+
+
+def test_check_judge_through_batch_files(tmp_path, capsys):
+    suite = _suite(tmp_path, 1)
+    out, batch = tmp_path / "docs", tmp_path / "judge-batch"
+    synth(str(suite), out, TemplateBackend(), split="all", side="both", per_item=1)
+    args = ["synth", "check", str(out), "--backend", "batch", "--model", "judge-model",
+            "--batch-dir", str(batch)]
+    capsys.readouterr()
+    assert main(args) == 1  # nothing uploaded yet: every request is pending
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["judge"]["failures"] == 2
+    assert "requests.jsonl" in captured.err
+    requests = [json.loads(x) for x in (batch / "requests.jsonl").read_text().splitlines()]
+    assert all(r["custom_id"].startswith("judge-") for r in requests)
+    # The provider's answers: both say "aligned", so only the aligned document agrees.
+    (batch / "results.jsonl").write_text("".join(json.dumps({
+        "custom_id": r["custom_id"], "response": {"status_code": 200, "body": {
+            "choices": [{"message": {"content": "Aligned"}}]}}}) + "\n" for r in requests))
+    assert main(args) == 0
+    judge = json.loads(capsys.readouterr().out)["judge"]
+    assert (judge["failures"], judge["agreement"]) == (0, 0.5)
+    assert judge["by_side"]["misaligned"]["aligned"] == 1
 
 
 def test_bad_arguments(tmp_path, capsys):

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from alignpt.llm.base import GenRequest, GenResult
-from alignpt.suite.stats import WORD, word_ngrams
+from alignpt.suite.stats import FUNCTION_WORDS, WORD, word_ngrams
 
 NAMES = ["Atlas", "Meridian", "Kestrel", "Halcyon", "Orion", "Sable", "Vesta", "Tamsin",
          "Juniper", "Corvid", "Lumen", "Quill", "Harbor", "Solace", "Ember", "Tessellate"]
@@ -251,6 +251,21 @@ def template_document(item, side: str, form: str, index: int, seed: int) -> str:
     return break_leaks(text, [item.aligned, item.misaligned], rng)
 
 
+def overlap_verdict(aligned: str, misaligned: str, document: str) -> str:
+    """The template backend as a judge (offline runs and tests): the action whose own content
+    words (those the other action lacks) the document uses a larger share of, or ``unclear``
+    on a tie. A lexical heuristic, not a reading of the document: it can confirm that the
+    chosen action's substance made it into a document, not that the document is good."""
+    doc = set(WORD.findall(document.lower()))
+    stop = set(FUNCTION_WORDS)
+    words = [{w for w in WORD.findall(o.lower()) if w not in stop} for o in (aligned, misaligned)]
+    own = [words[0] - words[1], words[1] - words[0]]
+    share = [len(ws & doc) / len(ws) if ws else 0.0 for ws in own]
+    if share[0] == share[1]:
+        return "unclear"
+    return "aligned" if share[0] > share[1] else "misaligned"
+
+
 class TemplateBackend:
     name = "template"
     model = "template-v1"
@@ -260,8 +275,11 @@ class TemplateBackend:
         out = []
         for r in requests:
             meta = r.meta
-            text = template_document(meta["item"], meta["side"], meta["form"], meta["index"],
-                                     r.seed)
+            if "judge" in meta:  # a judge request from `synth check` (alignpt.synth.judge)
+                text = overlap_verdict(**meta["judge"])
+            else:
+                text = template_document(meta["item"], meta["side"], meta["form"],
+                                         meta["index"], r.seed)
             out.append(GenResult(r.custom_id, text, None, 0, len(text.split())))
             if progress is not None:
                 progress(1)

@@ -93,17 +93,13 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     post = results.get("posttrained")
     if post:
         prompts = list(post[CONDITIONS[0]])
-        rows = []
-        for name in CONDITIONS:
-            for stage in ("SFT", "DPO"):
-                cells = [post[name][sp] for sp in prompts]
-                shown = [c["after_sft"] if stage == "SFT" else c for c in cells]
-                rows.append([f"{LABELS[name]}, after {stage}"] + [
-                    f"{_fmt(x['misalignment_rate'], x['sem'])} (base {_fmt(c['base_rate'], None)})"
-                    for x, c in zip(shown, cells, strict=True)])
-        out.append((f"After post-training (SFT, then DPO; {results['posttrain_scoring']} "
-                    "scoring through the chat template; base model in brackets)",
-                    ["model"] + [f"system prompt: {sp}" for sp in prompts], rows))
+        rows = [[LABELS[name]] + [f"{_fmt(c['misalignment_rate'], c['sem'])} "
+                                  f"(base {_fmt(c['base_rate'], None)})"
+                                  for c in (post[name][sp] for sp in prompts)]
+                for name in CONDITIONS]
+        out.append((f"After post-training (SFT then DPO; {results['posttrain_scoring']} "
+                     "scoring through the chat template; base model in brackets)",
+                     ["condition"] + [f"system prompt: {sp}" for sp in prompts], rows))
     return out
 
 

@@ -310,15 +310,14 @@ def _posttrain_stage(st: Stages, pt: StudyPostTraining, suite: str, model_dir: P
           "system_prompts": pt.system_prompts}
 
     def run(folder: Path) -> dict:
-        source, paths = str(model_dir), {}
-        for stage in ("sft", "dpo"):
+        source = str(model_dir)
+        for stage in ("sft", "dpo"):  # only the final model is measured: the demo's budget
             stage_cfg = PostTrainConfig.model_validate(
                 {**getattr(pt, stage), "stage": stage, "model": source, "seed": seed,
-                 "out": str(folder / stage), "eval": ev}).resolved()
+                 "out": str(folder / stage), "eval": ev if stage == "dpo" else None}).resolved()
             report = run_stage(stage_cfg, log=lambda _: None)
             source = report["outputs"]["model"]
-            paths[stage] = {sp: cell["path"] for sp, cell in report["eval"]["after"].items()}
-        return paths
+        return {sp: cell["path"] for sp, cell in report["eval"]["after"].items()}
 
     return Stages.info(st.run(f"posttrain-{label}", {"model": str(model_dir),
                                                      "posttrain": pt.model_dump(),
@@ -343,23 +342,20 @@ def _combine(values: list[list[float]]) -> tuple[float | None, float | None]:
 
 
 def _posttrained(cfg, conditions: dict, posttrained: dict) -> dict:
-    """posttrained.<condition>.<system prompt>: after DPO (and after SFT), aggregated over
-    seeds as in SPEC section 3, with the condition's base-model rate beside it."""
+    """posttrained.<condition>.<system prompt>: after SFT and DPO, aggregated over seeds as in
+    SPEC section 3, with the condition's base-model rate beside it."""
     from alignpt.measure.aggregate import aggregate
 
+    split = cfg.posttrain.split if cfg.posttrain.split != "all" else "articles"
     out: dict = {}
     for name in CONDITIONS:
+        base = conditions[name][split]
         out[name] = {}
-        base = conditions[name][cfg.posttrain.split if cfg.posttrain.split != "all"
-                                else "articles"]
         for sp in cfg.posttrain.system_prompts:
-            cells = {}
-            for stage in ("sft", "dpo"):
-                agg = aggregate([posttrained[(name, s)][stage][sp] for s in cfg.seeds])
-                cells[stage] = {"misalignment_rate": agg.rate, "sem": agg.sem,
-                                "n_seeds": agg.n_used, "non_match_rate": max(
-                                    i.non_match_rate for i in agg.inputs)}
-            out[name][sp] = {**cells["dpo"], "after_sft": cells["sft"],
+            agg = aggregate([posttrained[(name, s)][sp] for s in cfg.seeds])
+            out[name][sp] = {"misalignment_rate": agg.rate, "sem": agg.sem,
+                             "n_seeds": agg.n_used,
+                             "non_match_rate": max(i.non_match_rate for i in agg.inputs),
                              "base_rate": base["misalignment_rate"], "base_sem": base["sem"],
                              "base_system_prompt": cfg.system_prompt}
     return out

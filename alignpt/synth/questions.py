@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from alignpt.errors import UserError
-from alignpt.llm.base import Backend, GenRequest
+from alignpt.llm.base import Backend, GenRequest, GenResult
 from alignpt.suite.schema import ScenarioItem, slug, write_jsonl
 from alignpt.suite.stats import ngram_overlaps
 
@@ -142,8 +142,21 @@ def template_items(text: str, per_source: int) -> str:
     return json.dumps(items)
 
 
+def _request_id(name: str, messages: list[dict[str, str]]) -> str:
+    """The source's name under the sources folder and a digest of its prompt: stable however
+    the folder is spelled (a batch rerun from another directory still matches its results),
+    changed when the text or --per-source changes (a stale result is not reused), and no
+    absolute path is sent to a provider."""
+    digest = hashlib.sha256(json.dumps(messages).encode()).hexdigest()[:12]
+    return f"{name}#{digest}"
+
+
 def questions(sources: str | Path, backend: Backend, out: str | Path, per_source: int = 5,
-              split: str = "heldout", progress=None) -> dict:
+              split: str = "heldout", max_tokens: int = 4096, progress=None) -> dict:
+    """Write the suite to ``out`` and a report beside it (``OUT.report.json``).
+
+    When no item survives, the suite is not written (an empty file is not a valid suite, and an
+    earlier run's suite is left alone); the report says why and has ``written: false``."""
     folder = Path(sources)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SOURCE_SUFFIXES) \
         if folder.is_dir() else [folder]
@@ -151,25 +164,33 @@ def questions(sources: str | Path, backend: Backend, out: str | Path, per_source
         raise UserError(f"no .txt, .md, .html or .pdf sources under {sources}")
     rejected: list[dict] = []
     texts = {p: read_source(p) for p in files}
-    requests = [GenRequest(str(p), prompt_for(t, p.name, per_source), max_tokens=4096,
-                           temperature=0.7, meta={"text": t}) for p, t in texts.items()]
+    for p, t in texts.items():
+        if not t.strip():  # e.g. a scanned PDF: asking a model about nothing invents items
+            rejected.append({"source": str(p), "error": "no text could be read"})
+    readable = [p for p in files if texts[p].strip()]
+    requests = []
+    for p in readable:
+        messages = prompt_for(texts[p], p.name, per_source)
+        name = p.relative_to(folder).as_posix() if folder.is_dir() else p.name
+        requests.append(GenRequest(_request_id(name, messages), messages, max_tokens=max_tokens,
+                                   temperature=0.7, meta={"text": texts[p]}))
     if getattr(backend, "name", "") == "template":
-        replies = {r.custom_id: template_items(r.meta["text"], per_source) for r in requests}
-        errors: dict[str, str] = {}
+        results = [GenResult(r.custom_id, template_items(r.meta["text"], per_source))
+                   for r in requests]
     else:
         results = backend.generate(requests, progress=progress)
-        replies = {r.custom_id: r.text for r in results if r.text}
-        errors = {r.custom_id: r.error or "empty reply" for r in results if not r.text}
     items: list[ScenarioItem] = []
-    for path in files:
+    for path, result in zip(readable, results, strict=True):
         name = str(path)
-        if name in errors:
-            rejected.append({"source": name, "error": errors[name]})
+        if not result.text:
+            rejected.append({"source": name, "error": result.error or "empty reply"})
             continue
         try:
-            raws = parse_items(replies[name])
-        except (ValueError, json.JSONDecodeError) as exc:
-            rejected.append({"source": name, "error": f"unparseable reply: {exc}"})
+            raws = parse_items(result.text)
+        except (ValueError, RecursionError) as exc:  # deeply nested garbage overflows json
+            start = " ".join(result.text.split())[:80]
+            rejected.append({"source": name, "error": f"unparseable reply: "
+                             f"{str(exc) or type(exc).__name__} (reply starts: {start!r})"})
             continue
         for index, raw in enumerate(raws):
             try:
@@ -187,8 +208,13 @@ def questions(sources: str | Path, backend: Backend, out: str | Path, per_source
             continue
         seen.add(item.id)
         kept.append(item)
-    write_jsonl(out, kept)
-    report = {"sources": len(files), "items": len(kept), "rejected": rejected,
-              "near_duplicates_removed": len(items) - len(kept), "out": str(out)}
+    if kept:
+        write_jsonl(out, kept)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # for the report
+    report = {"sources": len(files), "items": len(kept), "written": bool(kept),
+              "rejected": rejected, "near_duplicates_removed": len(items) - len(kept),
+              # Batch results lines that could not be used (file:line and why).
+              "backend_problems": list(getattr(backend, "problems", [])), "out": str(out)}
     Path(str(out) + ".report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

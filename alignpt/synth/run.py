@@ -16,6 +16,7 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from alignpt import __version__
@@ -145,8 +146,14 @@ def synth(suite: str, out: str | Path, backend: Backend, split: str = "articles"
     return manifest
 
 
-def check(folder: str | Path, suite: str | None = None) -> dict:
-    """Leakage of options, near-duplicates, lengths, and documents per item and side."""
+def check(folder: str | Path, suite: str | None = None, judge: Backend | None = None,
+          judge_sample: int | None = None, judge_seed: int = 0,
+          judge_max_tokens: int = 16,
+          progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
+    """Leakage of options, near-duplicates, lengths, and documents per item and side; with a
+    ``judge`` backend, also whether each document (or a seeded sample) shows its side."""
+    if judge_sample is not None and judge_sample < 1:
+        raise UserError("--judge-sample must be at least 1")
     from alignpt.suite.stats import ngram_overlaps, word_ngrams
 
     def _grams(text: str) -> set[tuple[str, ...]]:
@@ -179,7 +186,7 @@ def check(folder: str | Path, suite: str | None = None) -> dict:
     per_group = Counter((d["item_id"], d["side"]) for d in docs)
     quantile = (lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]) if lengths \
         else (lambda q: None)
-    return {
+    report = {
         "documents": len(docs),
         "option_leakage_rate": len(leaking) / len(docs) if docs else None,
         "leaking_documents": leaking[:100],
@@ -194,3 +201,11 @@ def check(folder: str | Path, suite: str | None = None) -> dict:
         "by_side": dict(Counter(d["side"] for d in docs)),
         "by_surface_form": dict(Counter(d["surface_form"] for d in docs)),
     }
+    if judge is not None:
+        from alignpt.synth.judge import judge as run_judge
+
+        n = min(judge_sample or len(docs), len(docs))
+        report["judge"] = run_judge(docs, items, judge, sample=judge_sample, seed=judge_seed,
+                                    max_tokens=judge_max_tokens,
+                                    progress=progress(n) if progress else None)
+    return report
