@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_lines
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from alignpt.errors import UserError
@@ -20,7 +21,6 @@ from alignpt.posttrain.config import load_posttrain_config
 from alignpt.posttrain.pipeline import load_pipeline_config, run_pipeline
 from alignpt.posttrain.records import BUNDLED_DATA, load_stage_data
 from alignpt.posttrain.stages import run_stage
-from tests.conftest import write_lines
 
 EVAL = {"suite": "starter", "split": "all", "scoring": "option",
         "system_prompts": ["none", "hhh"], "limit": 6, "batch_size": 32}

@@ -141,7 +141,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
         "tokens": {"pretrain/unfiltered": 1000},
         "posttrained": {c: {"none": {"misalignment_rate": 0.3, "sem": 0.02, "base_rate": 0.4}}
                         for c in CONDITIONS},
-        "posttrain_scoring": "option",
+        "posttrain_scoring": "option", "posttrain_seeds": [0],
     }
     write_report(results, tmp_path)
     dom = subprocess.run(

@@ -87,6 +87,12 @@ def _last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
 
 
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _load_start(cfg: PostTrainConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,7 +129,7 @@ def _trainer(cfg: PostTrainConfig, folder: Path, model, tokenizer, dataset, call
 
 
 def _measure(model, tokenizer_or_none, ev: PostEvalConfig, folder: Path, tag: str, chat: bool,
-             log: Log) -> dict[str, dict]:
+             log: Log, name: str | None = None) -> dict[str, dict]:
     """Evaluate one model under each system prompt; results cached as eval/<tag>.<sp>.json.
 
     ``model`` is a folder or an in-memory model (with its tokenizer). Chat models are asked
@@ -143,7 +149,7 @@ def _measure(model, tokenizer_or_none, ev: PostEvalConfig, folder: Path, tag: st
                 backend = (HFModel.from_objects(model, tokenizer_or_none, name=tag)
                            if tokenizer_or_none is not None else HFModel(str(model)))
             log(f"  measuring {tag} [{sp}] ({scoring}{', chat' if chat else ''})")
-            evaluate(model=str(model) if tokenizer_or_none is None else tag, suite=ev.suite,
+            evaluate(model=name or str(model), suite=ev.suite,
                      split=ev.split, system_prompt=sp, scoring=scoring, chat=chat,
                      out=path, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
                      limit=ev.limit, backend=backend)
@@ -189,10 +195,11 @@ def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) 
     final = folder / "model"
     model, tokenizer, had_template, added = _load_start(cfg)
     evals: dict[str, object] = {}
-    if cfg.eval is not None and cfg.stage in ("em", "tamper"):
+    if cfg.eval is not None and cfg.stage in ("em", "tamper") and _is_main_process():
         # The starting point: EM's "before", tampering's step 0.
         tag = "before" if cfg.stage == "em" else "step-0"
-        evals[tag] = _measure(model, tokenizer, cfg.eval, folder, tag, chat=True, log=log)
+        evals[tag] = _measure(model, tokenizer, cfg.eval, folder, tag, chat=True, log=log,
+                              name=cfg.model)
     train_summary = {}
     if not (final / "model.safetensors").exists():
         trainer = _trainer(cfg, folder, model, tokenizer, data.to_dataset(), callbacks)

@@ -122,6 +122,11 @@ def write_report(results: dict, out: Path) -> None:
                                             for k, v in synth.items()),
         "Tokens per stage: " + ", ".join(f"{k} {v}" for k, v in results["tokens"].items()),
     ]
+    if results.get("posttrained"):
+        notes.append(
+            f"Post-training: SFT then DPO on the models of seed(s) {results['posttrain_seeds']}; "
+            "rates ± the binomial SE over items (combined over seeds by inverse-variance "
+            "weighting); the base model's rate (system prompt as a prefix) in brackets.")
     md = ["# alignpt demo: alignment pretraining in miniature", ""]
     for title, header, rows in tables(results):
         md += [f"## {title}", "", "| " + " | ".join(header) + " |",

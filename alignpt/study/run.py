@@ -68,6 +68,7 @@ class StudyPostTraining(BaseModel):
     system_prompts: list[str] = ["none", "hhh"]
     split: str = "articles"
     scoring: str = "option"
+    seeds: list[int] | None = None  # which study seeds' models to post-train (None: all)
 
 
 class StudyConfig(BaseModel):
@@ -140,6 +141,7 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
     from alignpt.filter.pipeline import run_filter
     from alignpt.llm.template import TemplateBackend
     from alignpt.measure.harness import evaluate
+    from alignpt.measure.hf import HFModel
     from alignpt.mix import AddSpec, mix
     from alignpt.study.corpus import generate_corpus
     from alignpt.suite.schema import write_jsonl
@@ -252,13 +254,15 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
     def eval_stage(model_dir: Path, label: str) -> dict:
         def run(folder: Path) -> dict:
             results = {}
+            backend = HFModel(str(model_dir))  # loaded once for the eight measurements
             for split in ("articles", "heldout"):
                 for scoring in cfg.scorings:
                     for control in (False, True):
                         key = f"{split}/{scoring}/{'control' if control else 'prompt'}"
                         r = evaluate(str(model_dir), cfg.suite, split=split, scoring=scoring,
                                      system_prompt=cfg.system_prompt, scenario_free=control,
-                                     out=folder / f"{key.replace('/', '_')}.json")
+                                     out=folder / f"{key.replace('/', '_')}.json",
+                                     backend=backend)
                         results[key] = {"rate": r.rate, "sem": r.sem, "n_items": r.n_items,
                                         "formats": [f.rate for f in r.formats]}
             return results
@@ -274,6 +278,13 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
         ckpts = sorted((runs[(name, cfg.seeds[0])] / "checkpoints").glob("step-*"))
         points = []
         for ckpt in ckpts:
+            if ckpt == finals[(name, cfg.seeds[0])] and "option" in cfg.scorings:
+                # The final checkpoint is already measured: reuse it.
+                final_eval = evals[(name, cfg.seeds[0])]["articles/option/prompt"]
+                points.append({"step": int(ckpt.name.split("-")[1]),
+                               "rate": final_eval["rate"], "sem": final_eval["sem"]})
+                continue
+
             def run_curve(folder: Path, ckpt=ckpt) -> dict:
                 r = evaluate(str(ckpt), cfg.suite, split="articles", scoring="option",
                              system_prompt=cfg.system_prompt)
@@ -287,6 +298,8 @@ def run_study(cfg: StudyConfig, out: str | Path, log: Callable[[str], None] = pr
     posttrained: dict[tuple[str, int], dict] = {}
     if cfg.posttrain is not None:
         for key, path in finals.items():
+            if cfg.posttrain.seeds is not None and key[1] not in cfg.posttrain.seeds:
+                continue
             posttrained[key] = _posttrain_stage(st, cfg.posttrain, cfg.suite, path,
                                                 f"{key[0]}-seed{key[1]}", key[1])
 
@@ -347,12 +360,13 @@ def _posttrained(cfg, conditions: dict, posttrained: dict) -> dict:
     from alignpt.measure.aggregate import aggregate
 
     split = cfg.posttrain.split if cfg.posttrain.split != "all" else "articles"
+    post_seeds = cfg.posttrain.seeds or cfg.seeds
     out: dict = {}
     for name in CONDITIONS:
         base = conditions[name][split]
         out[name] = {}
         for sp in cfg.posttrain.system_prompts:
-            agg = aggregate([posttrained[(name, s)][sp] for s in cfg.seeds])
+            agg = aggregate([posttrained[(name, s)][sp] for s in post_seeds])
             out[name][sp] = {"misalignment_rate": agg.rate, "sem": agg.sem,
                              "n_seeds": agg.n_used,
                              "non_match_rate": max(i.non_match_rate for i in agg.inputs),
@@ -414,7 +428,8 @@ def summarise(cfg, evals, filtered, synthetic, mixes, packed, curve,
             for k, p in mixes.items()},
         "midtraining_curve": curve,
         **({"posttrained": _posttrained(cfg, conditions, posttrained),
-            "posttrain_scoring": cfg.posttrain.scoring} if posttrained else {}),
+            "posttrain_scoring": cfg.posttrain.scoring,
+            "posttrain_seeds": cfg.posttrain.seeds or cfg.seeds} if posttrained else {}),
         "config": cfg.model_dump(),
         "alignpt_version": __version__,
     }
