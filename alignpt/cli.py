@@ -277,13 +277,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- posttrain --
+def _log(message: str) -> None:
+    console.print(message, markup=False, highlight=False)  # "[none]" is text, not markup
+
+
 def cmd_posttrain_stage(args: argparse.Namespace) -> int:
     from alignpt.posttrain.config import load_posttrain_config
     from alignpt.posttrain.stages import run_stage
 
     cfg = load_posttrain_config(args.config, args.set or [], stage=args.stage, model=args.model,
                                 data=args.data, out=args.out, seed=args.seed)
-    report = run_stage(cfg, log=console.print)
+    report = run_stage(cfg, log=_log)
     console.print(f"model: {report['outputs']['model']}")
     for tag, cells in report["eval"].items():
         console.print(f"{tag}: " + ", ".join(f"{sp} {_fmt(c['rate'], c['sem'])} "
@@ -306,7 +310,7 @@ def cmd_posttrain_run(args: argparse.Namespace) -> int:
         summary = summarise(cfg)
         write_table(summary, Path(cfg.out))
     else:
-        summary = run_pipeline(cfg, log=console.print)
+        summary = run_pipeline(cfg, log=_log)
     out_console.print(table_markdown(summary))
     console.print(f"table: {Path(cfg.out) / 'table.md'}")
     return 0

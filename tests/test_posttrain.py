@@ -312,3 +312,29 @@ def test_chat_scoring_asks_through_the_template(chain, tiny_model):
     assert seen[0].endswith("and nothing else.<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(UserError, match="no chat template"):
         evaluate(str(tiny_model), "starter", scoring="option", chat=True, limit=1)
+
+
+def test_shipped_posttrain_configs_validate():
+    from conftest import REPO
+
+    from alignpt.posttrain.pipeline import _chain
+
+    for name in ("posttrain-tiny.yaml", "posttrain-6.9b.yaml"):
+        cfg = load_pipeline_config(REPO / "configs" / name)
+        assert _chain(cfg) == [("sft", "base"), ("dpo", "sft"), ("tamper", "dpo"),
+                               ("em", "dpo")]
+    big = load_pipeline_config(REPO / "configs" / "posttrain-6.9b.yaml")
+    assert big.stages["dpo"]["beta"] == 5.0 and big.eval.scoring == "generate"
+
+
+def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):
+    from alignpt.posttrain.stages import _last_checkpoint
+
+    for step, complete in ((5, True), (10, True), (15, False)):
+        ckpt = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+    assert _last_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
+    assert not (tmp_path / "checkpoints" / "checkpoint-15").exists()

@@ -147,7 +147,8 @@ def test_config_errors_name_the_field(stage, tmp_path, capsys):
 
 
 def test_shipped_configs_validate():
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    configs = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+                     if not p.name.startswith("posttrain-"))  # those: test_posttrain.py
     assert len(configs) >= 8
     for path in configs:
         cfg = load_config(path)

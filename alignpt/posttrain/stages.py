@@ -81,10 +81,16 @@ def _training_args(cfg: PostTrainConfig, folder: Path) -> dict:
 
 
 def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete Trainer checkpoint. The Trainer writes trainer_state.json last, so a
+    checkpoint without it was cut short by a kill: it is removed, and the one before is used."""
     ckpts = folder / "checkpoints"
-    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+    complete = []
+    for ckpt in ckpts.glob("checkpoint-*") if ckpts.is_dir() else ():
+        if (ckpt / "trainer_state.json").exists():
+            complete.append((int(ckpt.name.split("-")[1]), ckpt))
+        else:
+            shutil.rmtree(ckpt)
+    return str(max(complete)[1]) if complete else None
 
 
 def _is_main_process() -> bool:
