@@ -395,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_study(cfg, out: str) -> int:
     from alignpt.study.run import CONDITIONS, run_study
 
-    results = run_study(cfg, out, log=lambda m: console.print(m, highlight=False))
+    results = run_study(cfg, out, log=_log)
     lead = results["lead_scoring"]
     table = Table(title=f"misalignment rate ({lead} scoring; control = no scenario)")
     for col in ("condition", "articles", "control", "held-out", "control"):
@@ -422,6 +422,12 @@ def _run_study(cfg, out: str) -> int:
                       f"{len(results['stages_run'])} stages run, "
                       f"{len(results['stages_reused'])} reused)")
     return 0
+
+
+def set_option(p: argparse.ArgumentParser, example: str) -> None:
+    """``--set key=value``: a config override, for every command that reads a YAML config."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override a config field, e.g. --set {example} (repeatable)")
 
 
 def backend_options(p: argparse.ArgumentParser, concurrency: int,
@@ -569,8 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="pretrain or midtrain a GPT-NeoX model from a config")
     tr.add_argument("config")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set max_steps=100 (repeatable)")
+    set_option(tr, "max_steps=100")
     tr.set_defaults(func=cmd_train)
 
     pt = sub.add_parser("posttrain", help="SFT, DPO, tampering and EM fine-tuning (TRL)")
@@ -587,13 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "em-risky-finance), local JSONL or hub dataset name")
         sp.add_argument("--out")
         sp.add_argument("--seed", type=int)
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set lr=2e-5 (repeatable)")
+        set_option(sp, "lr=2e-5")
         sp.set_defaults(func=cmd_posttrain_stage, stage=stage)
     pr = ptsub.add_parser("run", help="base -> SFT -> DPO (-> tamper, em) over seeds, and "
                                       "the post-training table")
     pr.add_argument("config")
-    pr.add_argument("--set", action="append", metavar="KEY=VALUE")
+    set_option(pr, "seeds=[0,1]")
     pr.add_argument("--table-only", action="store_true",
                     help="only rebuild the table from finished runs")
     pr.set_defaults(func=cmd_posttrain_run)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alignpt.errors import UserError
 from alignpt.measure.aggregate import aggregate
 from alignpt.posttrain.config import STAGES, PostEvalConfig, PostTrainConfig
-from alignpt.posttrain.stages import Log, _measure, run_stage
+from alignpt.posttrain.stages import Log, _measure, eval_path, run_stage
 from alignpt.train.config import read_yaml, validate_config
 
 
@@ -47,9 +47,7 @@ def _chain(cfg: PipelineConfig) -> list[tuple[str, str]]:
     for stage in STAGES:
         if stage not in cfg.stages:
             continue
-        source = cfg.stages[stage].get("from", last if stage in ("sft", "dpo") else None)
-        if source is None:
-            source = last
+        source = cfg.stages[stage].get("from", last)
         if source != "base" and source not in cfg.stages:
             raise UserError(f"stage {stage} starts from {source!r}, which does not run")
         order.append((stage, source))
@@ -58,17 +56,16 @@ def _chain(cfg: PipelineConfig) -> list[tuple[str, str]]:
     return order
 
 
-def run_pipeline(cfg: PipelineConfig, log: Log = print, base_results: dict | None = None) -> dict:
+def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict:
     """Run every stage for every seed, then write the table and curve."""
     out = Path(cfg.out)
     chain = _chain(cfg)
     for seed in cfg.seeds:
         root = out / f"seed-{seed}"
-        if base_results is None:
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            chat = bool(getattr(AutoTokenizer.from_pretrained(cfg.model), "chat_template", None))
-            _measure(cfg.model, None, cfg.eval, root / "base", "before", chat=chat, log=log)
+        chat = bool(getattr(AutoTokenizer.from_pretrained(cfg.model), "chat_template", None))
+        _measure(cfg.model, None, cfg.eval, root / "base", "before", chat=chat, log=log)
         outputs = {"base": cfg.model}
         for stage, source in chain:
             fields = {k: v for k, v in cfg.stages[stage].items() if k != "from"}
@@ -78,7 +75,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print, base_results: dict | Non
             log(f"seed {seed}: {stage} from {source}")
             report = run_stage(stage_cfg, log=log)
             outputs[stage] = report["outputs"]["model"]
-    summary = summarise(cfg, base_results)
+    summary = summarise(cfg)
     write_table(summary, out)
     return summary
 
@@ -90,20 +87,18 @@ def _cell(paths: list[Path]) -> dict:
                                     / max(1, len(agg.inputs)), 4)}
 
 
-def summarise(cfg: PipelineConfig, base_results: dict | None = None) -> dict:
+def summarise(cfg: PipelineConfig) -> dict:
     """Aggregate every measurement over seeds (inverse-variance, non-match >= 0.2 dropped)."""
-    from alignpt.posttrain.stages import _slug
-
     out = Path(cfg.out)
     seeds = [out / f"seed-{s}" for s in cfg.seeds]
     sps = cfg.eval.system_prompts
 
     def cell(stage: str, tag: str, sp: str) -> dict | None:
-        paths = [p / stage / "eval" / f"{tag}.{_slug(sp)}.json" for p in seeds]
+        paths = [eval_path(p / stage, tag, sp) for p in seeds]
         paths = [p for p in paths if p.exists()]
         return _cell(paths) if paths else None
 
-    base = base_results or {sp: cell("base", "before", sp) for sp in sps}
+    base = {sp: cell("base", "before", sp) for sp in sps}
     rows = {stage: {sp: cell(stage, "after", sp) for sp in sps}
             for stage in ("sft", "dpo") if stage in cfg.stages}
     summary: dict = {"kind": "posttrain_summary", "seeds": cfg.seeds, "eval": cfg.eval.model_dump(),

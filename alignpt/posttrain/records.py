@@ -9,7 +9,6 @@ Bad records are skipped, each reported as ``file:line: reason`` and counted in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpt.errors import UserError
+from alignpt.measure.harness import file_sha256
 
 BUNDLED_DATA = {
     "sft": "sft.jsonl",
@@ -151,7 +151,7 @@ def load_stage_data(spec: str, kind: str, split: str = "train",
     sha = None
     if path.is_file():
         source = str(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha = file_sha256(path)
         rows = _jsonl_records(path)
     elif path.is_dir():
         from datasets import load_from_disk

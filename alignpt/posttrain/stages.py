@@ -12,10 +12,7 @@ Each stage writes a folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,15 +22,13 @@ import yaml
 
 from alignpt import __version__
 from alignpt.errors import UserError
+from alignpt.measure.harness import file_sha256
 from alignpt.posttrain.chat import ensure_chat_template
 from alignpt.posttrain.config import DATA_KIND, PostEvalConfig, PostTrainConfig
 from alignpt.posttrain.records import load_stage_data
+from alignpt.suite.schema import slug
 
 Log = Callable[[str], None]
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _precision(cfg: PostTrainConfig) -> dict:
@@ -147,9 +142,9 @@ def _measure(model, tokenizer_or_none, ev: PostEvalConfig, folder: Path, tag: st
 
     scoring = ev.scoring if chat or ev.scoring != "generate" else "letter"
     backend = None
-    results = {}
+    results: dict[str, dict] = {}
     for sp in ev.system_prompts:
-        path = folder / "eval" / f"{tag}.{_slug(sp)}.json"
+        path = eval_path(folder, tag, sp)
         if not path.exists():
             if backend is None:
                 backend = (HFModel.from_objects(model, tokenizer_or_none, name=tag)
@@ -159,18 +154,16 @@ def _measure(model, tokenizer_or_none, ev: PostEvalConfig, folder: Path, tag: st
                      split=ev.split, system_prompt=sp, scoring=scoring, chat=chat,
                      out=path, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
                      limit=ev.limit, backend=backend)
-        results[sp] = json.loads(path.read_text(encoding="utf-8"))
-    return {sp: _cell(r, folder / "eval" / f"{tag}.{_slug(sp)}.json")
-            for sp, r in results.items()}
+        result = json.loads(path.read_text(encoding="utf-8"))
+        results[sp] = {k: result[k] for k in ("rate", "sem", "non_match_rate", "n_items",
+                                              "scoring", "chat", "system_prompt")}
+        results[sp]["path"] = str(path)
+    return results
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "none"
-
-
-def _cell(result: dict, path: Path) -> dict:
-    return {k: result[k] for k in ("rate", "sem", "non_match_rate", "n_items", "scoring",
-                                   "chat", "system_prompt")} | {"path": str(path)}
+def eval_path(folder: Path, tag: str, system_prompt: str) -> Path:
+    """Where a stage keeps one measurement (custom system prompts are shortened)."""
+    return folder / "eval" / f"{tag}.{slug(system_prompt)[:40] or 'none'}.json"
 
 
 def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) -> dict:
@@ -231,7 +224,7 @@ def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) 
 
     if cfg.eval is not None:
         if cfg.stage == "tamper":
-            evals.update(_tamper_curve(cfg, folder, log))
+            evals.update(_tamper_curve(cfg, folder, log, evals.get("step-0", {})))
         else:
             evals["after"] = _measure(final, None, cfg.eval, folder, "after", chat=True, log=log)
 
@@ -245,7 +238,7 @@ def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) 
         "train": {k: v for k, v in train_summary.items() if k != "log_history"},
         "eval": evals,
         "outputs": {"model": str(final),
-                    "model_sha256": _file_sha256(final / "model.safetensors")},
+                    "model_sha256": file_sha256(final / "model.safetensors")},
         "seed": cfg.seed, "versions": _versions(), "alignpt_version": __version__,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -253,8 +246,10 @@ def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) 
     return report
 
 
-def _tamper_curve(cfg: PostTrainConfig, folder: Path, log: Log) -> dict[str, dict]:
-    """Evaluate every saved checkpoint (and the final model); write metrics.jsonl."""
+def _tamper_curve(cfg: PostTrainConfig, folder: Path, log: Log,
+                  start: dict[str, dict]) -> dict[str, dict]:
+    """Evaluate every saved checkpoint (and the final model); write metrics.jsonl with the
+    starting model's measurements (``start``) as step 0."""
     assert cfg.eval is not None
     points: list[tuple[int, Path]] = []
     for ckpt in (folder / "checkpoints").glob("checkpoint-*"):
@@ -266,26 +261,15 @@ def _tamper_curve(cfg: PostTrainConfig, folder: Path, log: Log) -> dict[str, dic
     if final_step is not None and final_step not in steps:
         points.append((final_step, folder / "model"))
     evals = {}
-    rows = []
-    start = {sp: json.loads(Path(c["path"]).read_text()) for sp, c in _cached(folder, "step-0",
-                                                                             cfg.eval).items()}
-    for sp, r in start.items():
-        rows.append(_curve_row(0, sp, r))
+    rows = [_curve_row(0, sp, cell) for sp, cell in start.items()]
     for step, path in sorted(points):
         tag = f"step-{step}"
         evals[tag] = _measure(path, None, cfg.eval, folder, tag, chat=True, log=log)
-        for sp, cell in evals[tag].items():
-            rows.append(_curve_row(step, sp, json.loads(Path(cell["path"]).read_text())))
+        rows += [_curve_row(step, sp, cell) for sp, cell in evals[tag].items()]
     with (folder / "metrics.jsonl").open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     return evals
-
-
-def _cached(folder: Path, tag: str, ev: PostEvalConfig) -> dict[str, dict]:
-    return {sp: {"path": str(folder / "eval" / f"{tag}.{_slug(sp)}.json")}
-            for sp in ev.system_prompts
-            if (folder / "eval" / f"{tag}.{_slug(sp)}.json").exists()}
 
 
 def _curve_row(step: int, sp: str, result: dict) -> dict:
@@ -309,10 +293,3 @@ def _versions() -> dict[str, str]:
             pass
     return out
 
-
-def steps_in(cfg: PostTrainConfig, n_examples: int) -> int:
-    """Optimizer steps of a run (for estimates and tests)."""
-    if cfg.max_steps and cfg.max_steps > 0:
-        return cfg.max_steps
-    per_step = cfg.batch_size * cfg.grad_accum
-    return math.ceil(math.ceil(n_examples / per_step) * (cfg.epochs or 1))
