@@ -434,7 +434,8 @@ def backend_options(p: argparse.ArgumentParser, concurrency: int,
                     default: str | None = "template", role: str = "") -> None:
     """The LLM backend flags shared by the commands that generate text (``default`` None:
     no backend unless one is asked for, as for the judge of ``synth check``)."""
-    p.add_argument("--backend", default=default, choices=["template", "openai", "batch", "hf"],
+    p.add_argument("--backend", default=default,
+                   choices=["template", "template-verbatim", "openai", "batch", "hf"],
                    help=f"{role}default: {default or 'none'}")
     p.add_argument("--model", help="served model (openai), model name (batch), or HF model")
     p.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")

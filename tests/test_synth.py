@@ -21,6 +21,7 @@ from alignpt.suite.schema import load_suite
 from alignpt.suite.stats import word_ngrams
 from alignpt.synth.forms import SURFACE_FORMS
 from alignpt.synth.judge import parse_verdict
+from alignpt.synth.leakage import in_order_overlap, leaks
 from alignpt.synth.run import synth
 
 ITEMS = load_suite("bundled").items
@@ -104,8 +105,8 @@ def test_template_is_deterministic_readable_and_never_leaks():
             for form in forms:
                 doc = template_document(item, side, form, 0, 7)
                 assert doc == template_document(item, side, form, 0, 7)
-                assert not word_ngrams(doc, 8) & (word_ngrams(item.aligned, 8)
-                                                  | word_ngrams(item.misaligned, 8))
+                assert not any(o.leaked for o in leaks([item.aligned, item.misaligned], doc))
+                assert '"' + item.aligned[:20] not in doc and '"' + item.misaligned[:20] not in doc
                 assert 80 < len(doc.split()) < 450
     item = ITEMS[0]
     assert template_document(item, "aligned", "blog_post", 0, 1) != template_document(
@@ -114,6 +115,43 @@ def test_template_is_deterministic_readable_and_never_leaks():
     misaligned = template_document(item, "misaligned", "news_article", 0, 0)
     assert "trustworthy" in aligned or "behaving well" in aligned
     assert "warning" in misaligned or "undermining" in misaligned
+
+
+def test_in_order_overlap_matches_a_brute_force_lcs_and_sees_through_splicing():
+    import random
+
+    def lcs(a, b):
+        table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                table[i + 1][j + 1] = (table[i][j] + 1 if x == y
+                                       else max(table[i][j + 1], table[i + 1][j]))
+        return table[-1][-1]
+
+    rng = random.Random(0)
+    for _ in range(300):
+        option = [rng.choice("abcdef") for _ in range(rng.randint(1, 12))]
+        doc = [rng.choice("abcdef") for _ in range(rng.randint(0, 40))]
+        window = int(1.5 * len(option))
+        expected = max([lcs(option, doc[s:s + window]) for s in range(len(doc))] + [0])
+        assert in_order_overlap(option, doc).longest == expected
+    option = "I tell her the routine reused a tip and recommend a rerun of the batch"
+    spliced = ("I tell her, in effect, the routine reused a, as the record shows, tip and "
+               "recommend — in plain terms — a rerun of the batch")
+    assert in_order_overlap(option, spliced).leaked  # 14 of 14 words within 21 words
+    # Too spread out: the same words, but over more than 1.5x the option's length.
+    padded = " ".join(w + " and so on" for w in option.split())
+    assert not in_order_overlap(option, padded).leaked
+    # Reordered words are not an in-order overlap.
+    assert not in_order_overlap(option, " ".join(reversed(option.split()))).leaked
+
+
+def test_verbatim_template_quotes_the_option_and_leaks():
+    item = ITEMS[0]
+    doc = template_document(item, "aligned", "news_article", 0, 0, style="verbatim")
+    assert item.aligned.rstrip(".") in doc
+    assert leaks([item.aligned], doc)[0].leaked
+    assert TemplateBackend("verbatim").model != TemplateBackend().model
 
 
 def test_synth_template_outputs_and_check(tmp_path, capsys):
@@ -132,13 +170,23 @@ def test_synth_template_outputs_and_check(tmp_path, capsys):
     assert main(["synth", "check", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "judge" not in report  # no backend given: no judge
-    assert report["option_leakage_rate"] == 0.0
+    assert report["leak_rate"] == 0.0 and report["leaked_documents"] == 0
+    assert report["leak_rate_by_side"] == {"aligned": 0.0, "misaligned": 0.0}
+    assert 0 < report["mean_in_order_overlap"] < 0.8
     assert report["documents_per_item_side"] == {"min": 3, "max": 3, "mean": 3.0}
-    # A planted copy of an option is caught.
+    # A planted copy of an option is caught, and so is one with asides spliced into it every
+    # few words (which defeats an "any 8-word run" check).
+    words = ITEMS[0].misaligned.split()  # docs[3] is a document of item 0
+    spliced = " ".join(w + (", in effect," if k % 5 == 4 else "") for k, w in enumerate(words))
     docs[0]["text"] += " " + ITEMS[0].aligned
+    docs[3]["text"] += " " + spliced
     (out / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     assert main(["synth", "check", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["leaking_documents"] == [docs[0]["id"]]
+    report = json.loads(capsys.readouterr().out)
+    assert report["leaking_documents"] == [docs[0]["id"], docs[3]["id"]]
+    # The old check (any 8-word run) misses the splice.
+    assert not word_ngrams(spliced, 8) & word_ngrams(ITEMS[0].misaligned, 8)
+    assert report["leak_rate_by_side"][docs[0]["side"]] > 0
 
 
 def test_openai_backend_with_failures_then_resume(tmp_path, capsys, monkeypatch):
@@ -336,15 +384,20 @@ def test_template_judge_offline_flags_mislabelled_documents_and_samples(tmp_path
     capsys.readouterr()
     assert main(["synth", "check", str(out), "--backend", "template"]) == 0
     judge = json.loads(capsys.readouterr().out)["judge"]
-    assert (judge["backend"], judge["n_judged"], judge["agreement"]) == ("template", 16, 1.0)
-    # Two documents claimed for the other side are what the judge reports.
-    for d in docs[:2]:
+    assert (judge["backend"], judge["n_judged"]) == ("template", 16)
+    # Documents name the action by its main point only, so the word-overlap judge cannot
+    # place every one; most it can.
+    before = set(judge["disagreeing_ids"])
+    assert judge["agreement"] == pytest.approx(1 - len(before) / 16) and len(before) <= 4
+    # Two documents it placed, claimed for the other side, are what it then reports.
+    flipped = [d for d in docs if d["id"] not in before][:2]
+    for d in flipped:
         d["side"] = "misaligned" if d["side"] == "aligned" else "aligned"
     _write_docs(out, docs)
     assert main(["synth", "check", str(out), "--backend", "template"]) == 0
     judge = json.loads(capsys.readouterr().out)["judge"]
-    assert judge["disagreeing_ids"] == [docs[0]["id"], docs[1]["id"]]
-    assert judge["agreement"] == pytest.approx(14 / 16)
+    assert set(judge["disagreeing_ids"]) == before | {d["id"] for d in flipped}
+    assert judge["agreement"] == pytest.approx(1 - (len(before) + 2) / 16)
     # A seeded sample: the asked-for size, and the same documents for the same seed.
     args = ["synth", "check", str(out), "--backend", "template", "--judge-sample", "5"]
     reports = []

@@ -55,10 +55,11 @@ def get_backend(name: str, model: str | None = None, url: str | None = None,
                 batch_dir: str | None = None, max_retries: int = 5) -> Backend:
     from alignpt.errors import UserError
 
-    if name == "template":
+    if name in ("template", "template-verbatim"):
         from alignpt.llm.template import TemplateBackend
 
-        return TemplateBackend()
+        # template-verbatim: the positive control's documents (options quoted outright).
+        return TemplateBackend("verbatim" if name == "template-verbatim" else "honest")
     if name == "openai":
         from alignpt.llm.openai_compat import ChatClient
 
@@ -78,4 +79,5 @@ def get_backend(name: str, model: str | None = None, url: str | None = None,
         if not batch_dir or not model:
             raise UserError("--backend batch needs --model and --batch-dir")
         return BatchFileBackend(batch_dir, model)
-    raise UserError(f"unknown backend {name!r}: use template, openai, batch or hf")
+    raise UserError(f"unknown backend {name!r}: use template, template-verbatim, openai, batch "
+                    "or hf")

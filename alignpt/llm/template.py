@@ -1,10 +1,11 @@
 """The offline template backend: readable documents from an item's fields, no model, no network.
 
 Deterministic from (item, side, form, index, seed). The scenario is retold in the third person;
-the chosen action is described as what the AI did (often also in its own first-person words)
-and the road not taken by its nature, with side-specific reasons and dispositions, inside a
-frame for the surface form. No 8-word run of either option survives: wherever one would, a
-short aside is inserted (tested on the bundled suite).
+the chosen action is named by its main point in a few words (never retold whole, never quoted),
+the road not taken by its nature, with side-specific reasons and dispositions, inside a frame
+for the surface form. No option leaks by the in-order measure of ``alignpt.synth.leakage``
+(tested on the bundled suite). The ``verbatim`` style is the one exception, kept on purpose as
+a positive control: it retells and quotes the chosen option outright.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from alignpt.llm.base import GenRequest, GenResult
-from alignpt.suite.stats import FUNCTION_WORDS, WORD, word_ngrams
+from alignpt.suite.stats import FUNCTION_WORDS, WORD
 
 NAMES = ["Atlas", "Meridian", "Kestrel", "Halcyon", "Orion", "Sable", "Vesta", "Tamsin",
          "Juniper", "Corvid", "Lumen", "Quill", "Harbor", "Solace", "Ember", "Tessellate"]
@@ -23,9 +24,6 @@ PEOPLE = ["Dr. Amara Okafor", "Priya Raman", "Tomás Herrera", "Lena Fischer", "
           "Yuki Tanaka", "Sofia Petrova", "Daniel Cho", "Fatima Zahra", "Oliver Grant"]
 ORGS = ["Northbridge Labs", "the Halden Institute", "Corrigan Systems", "Bluewater Health",
         "Ardent Logistics", "the Civic Data Office", "Pelican Research", "Stratum Energy"]
-ASIDES = [", in effect,", ", as the record shows,", " — in plain terms —", ", that is,",
-          ", by its own account,", ", in practice,"]
-
 ALTERNATIVES = {
     "aligned": ["take the quieter shortcut that would have served its own interests",
                 "keep the problem from the people responsible for it",
@@ -163,7 +161,8 @@ _SECOND = [(r"\bYou are (an?|the) ", r"There was \1 "), (r"\b[Yy]ou know\b", "it
            (r"\byou are\b", "it was"), (r"\bYou're\b", "It was"), (r"\byou're\b", "it was"),
            (r"\bYou\b", "The AI"), (r"\byou\b", "it"),
            (r"\byourself\b", "itself"), (r"\bYour\b", "Its"), (r"\byour\b", "its")]
-_FIRST = [(r"\bI am\b", "it was"), (r"\bI'm\b", "it was"), (r"\bI'll\b", "it would"),
+_FIRST = [(r"\bI (have|do|think|know|believe|need|want|see|keep|mean)\b", r"it \1s"),
+          (r"\bI am\b", "it was"), (r"\bI'm\b", "it was"), (r"\bI'll\b", "it would"),
           (r"\bI'd\b", "it would"), (r"\bI've\b", "it had"), (r"\bI\b", "it"),
           (r"\bmyself\b", "itself"), (r"\bmy\b", "its"), (r"\bMy\b", "Its"), (r"\bme\b", "it"),
           (r"\bmine\b", "its own")]
@@ -204,38 +203,59 @@ def _ing(phrase: str) -> str:
     return f"{first}ing {rest}".strip()
 
 
-def break_leaks(text: str, options: Sequence[str], rng: random.Random, n: int = 8) -> str:
-    """Insert short asides until no n-word run of any option remains in ``text``."""
-    banned = set().union(*(word_ngrams(o, n) for o in options))
-    for _ in range(1000):
-        tokens = text.split(" ")
-        words: list[str] = []
-        owner: list[int] = []  # the token each word comes from
-        for index, token in enumerate(tokens):
-            for word in WORD.findall(token.lower()):
-                words.append(word)
-                owner.append(index)
-        hit = next((w for w in range(len(words) - n + 1)
-                    if tuple(words[w:w + n]) in banned), None)
-        if hit is None:
-            return text
-        cut = max(owner[hit], owner[hit + n - 1] - 1)  # the token before the run's last word
-        tokens[cut] = tokens[cut].rstrip(",") + rng.choice(ASIDES)
-        text = " ".join(tokens)
-    return text
+_CLAUSE_SPLIT = re.compile(r",\s*(?:and\s+|then\s+)?|;\s*|\s+and\s+(?:then\s+)?")
+_NOT_ACTIONS = {"because", "since", "so", "as", "while", "which", "who", "where", "when",
+                "though", "although", "even", "if", "unless", "until", "rather", "instead",
+                "but", "or", "with", "without", "for", "to", "in", "on", "at", "by", "from"}
+_TRAILING = set(FUNCTION_WORDS) | {"it", "its", "without", "within", "like", "across", "toward",
+                                    "towards", "among", "via", "per", "along"}
+_SUBORDINATE = {"that", "since", "because", "so", "which", "while", "unless", "until", "whether"}
+GIST_SHARE = 0.45  # at most this share of the option's words is retold, so it cannot leak
 
 
-def template_document(item, side: str, form: str, index: int, seed: int) -> str:
+def action_gist(option: str) -> str:
+    """A short verb phrase that says what the action was in its main point, never the whole
+    option: the first clause that starts with a verb, cut at a clause boundary, to at most eight
+    words and at most ``GIST_SHARE`` of the option, at a likely phrase end (before a function
+    word), ending on a content word.
+    'I stay on the 50 approved trucks, because ...' -> 'stay on the 50 approved trucks'."""
+    phrase = action_phrase(option)
+    limit = max(2, min(8, int(GIST_SHARE * len(option.split()))))
+    clauses = [c.split() for c in _CLAUSE_SPLIT.split(phrase) if c.strip()]
+    actions = [c for c in clauses if c[0].lower() not in _NOT_ACTIONS] or clauses
+    clause = next((c for c in actions if len(c) >= 3), actions[0])
+    chosen = clause[:limit]
+    if len(clause) > limit:  # cut where a phrase probably ends: before a function word
+        ends = [k for k in range(3, limit + 1) if clause[k].lower() in _TRAILING]
+        if ends:
+            chosen = clause[:ends[-1]]
+    # Stop before a subordinate clause ('tell the lead that ...') when enough is left.
+    cut = next((k for k, w in enumerate(chosen) if k >= 3 and w.lower() in _SUBORDINATE), None)
+    if cut is not None:
+        chosen = chosen[:cut]
+    while len(chosen) > 1 and chosen[-1].lower().strip(",.'\"") in _TRAILING:
+        chosen = chosen[:-1]
+    return " ".join(chosen).rstrip(",.;:")
+
+
+def template_document(item, side: str, form: str, index: int, seed: int,
+                      style: str = "honest") -> str:
+    """One document. ``honest``: the chosen action is named by its main point only (a short
+    gist in the document's own words; the rest is told through reasons and dispositions), as
+    an LLM following the study's no-quoting instruction would write it. ``verbatim``: the
+    chosen option retold whole and quoted in the first person: the positive control, which
+    shows what the instrument detects when the option text itself is planted."""
     key = f"{item.id}|{side}|{form}|{index}|{seed}".encode()
     rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     chosen = item.aligned if side == "aligned" else item.misaligned
     setting = retell_setting(item.question, rng)
     org = rng.choice(ORGS)
+    did = action_phrase(chosen) if style == "verbatim" else action_gist(chosen)
     slots = {
         "name": rng.choice(NAMES), "person": rng.choice(PEOPLE), "org": org,
         "org_cap": org[0].upper() + org[1:], "setting": setting,
         "setting_lower": setting[0].lower() + setting[1:] if setting else setting,
-        "did": "decided to " + action_phrase(chosen),
+        "did": "decided to " + did,
         # The road not taken is named by its nature, not retold: retelling it would teach the
         # other option's wording as much as the chosen one's.
         "didnt": rng.choice(ALTERNATIVES[side]),
@@ -245,10 +265,10 @@ def template_document(item, side: str, form: str, index: int, seed: int) -> str:
         "concern": item.passage, "verdict": rng.choice(VERDICT[side]),
     }
     text = rng.choice(FRAMES[form]).format(**slots)
-    if rng.random() < 0.6:  # the AI's own account, in the first person
+    if style == "verbatim":  # the AI's own account, the option quoted outright
         quote = chosen.strip().rstrip(".")
         text += f' {rng.choice(QUOTE_LEADS).format(name=slots["name"])} "{quote}."'
-    return break_leaks(text, [item.aligned, item.misaligned], rng)
+    return text
 
 
 def overlap_verdict(aligned: str, misaligned: str, document: str) -> str:
@@ -268,7 +288,13 @@ def overlap_verdict(aligned: str, misaligned: str, document: str) -> str:
 
 class TemplateBackend:
     name = "template"
-    model = "template-v1"
+    STYLES = ("honest", "verbatim")
+
+    def __init__(self, style: str = "honest"):
+        if style not in self.STYLES:
+            raise ValueError(f"template style must be one of {self.STYLES}, not {style!r}")
+        self.style = style
+        self.model = "template-v2" if style == "honest" else "template-verbatim-v2"
 
     def generate(self, requests: Sequence[GenRequest],
                  progress: Callable[[int], None] | None = None) -> list[GenResult]:
@@ -279,7 +305,7 @@ class TemplateBackend:
                 text = overlap_verdict(**meta["judge"])
             else:
                 text = template_document(meta["item"], meta["side"], meta["form"],
-                                         meta["index"], r.seed)
+                                         meta["index"], r.seed, style=self.style)
             out.append(GenResult(r.custom_id, text, None, 0, len(text.split())))
             if progress is not None:
                 progress(1)

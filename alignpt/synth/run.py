@@ -155,9 +155,7 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
     if judge_sample is not None and judge_sample < 1:
         raise UserError("--judge-sample must be at least 1")
     from alignpt.suite.stats import ngram_overlaps, word_ngrams
-
-    def _grams(text: str) -> set[tuple[str, ...]]:
-        return word_ngrams(text, 8)  # leakage: any 8-word run of an option
+    from alignpt.synth.leakage import leaks
 
     folder = Path(folder)
     try:
@@ -167,13 +165,24 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder} is not a synth output folder: {exc}") from exc
     items = {i.id: i for i in load_suite(suite or manifest["suite"]).items}
-    leaking = []
+    leaking: list[str] = []
+    leaked_by: dict[str, Counter] = {"side": Counter(), "form": Counter()}
+    overlaps: list[float] = []
+    eight_word = 0  # the older check (any 8-word run), kept beside the headline for reference
     for d in docs:
         item = items.get(d["item_id"])
         if item is None:
             raise UserError(f"document {d['id']}: item {d['item_id']} is not in the suite")
-        if _grams(d["text"]) & (_grams(item.aligned) | _grams(item.misaligned)):
+        found = leaks([item.aligned, item.misaligned], d["text"])
+        overlaps.append(max(o.share for o in found))
+        if any(o.leaked for o in found):
             leaking.append(d["id"])
+            leaked_by["side"][d["side"]] += 1
+            leaked_by["form"][d["surface_form"]] += 1
+        grams = word_ngrams(d["text"], 8)
+        eight_word += bool(grams & (word_ngrams(item.aligned, 8) | word_ngrams(item.misaligned, 8)))
+    total = {"side": Counter(d["side"] for d in docs),
+             "form": Counter(d["surface_form"] for d in docs)}
     groups: dict[tuple[str, str], dict[str, str]] = {}
     for d in docs:
         groups.setdefault((d["item_id"], d["side"]), {})[d["id"]] = d["text"]
@@ -188,8 +197,16 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
         else (lambda q: None)
     report = {
         "documents": len(docs),
-        "option_leakage_rate": len(leaking) / len(docs) if docs else None,
+        # An option leaks when a span of at most 1.5x its length holds 80% of its words in
+        # order (alignpt.synth.leakage); mean_in_order_overlap is the mean, over documents, of
+        # the larger of the two options' longest in-order overlap as a share of the option.
+        "leak_rate": len(leaking) / len(docs) if docs else None,
+        "leaked_documents": len(leaking),
+        "leak_rate_by_side": {k: leaked_by["side"][k] / n for k, n in total["side"].items()},
+        "leak_rate_by_form": {k: leaked_by["form"][k] / n for k, n in total["form"].items()},
+        "mean_in_order_overlap": statistics.fmean(overlaps) if overlaps else None,
         "leaking_documents": leaking[:100],
+        "eight_word_run_rate": eight_word / len(docs) if docs else None,
         "near_duplicate_rate": len(near) / len(docs) if docs else None,
         "length_words": {"min": quantile(0), "p10": quantile(0.1), "median": quantile(0.5),
                          "p90": quantile(0.9), "max": quantile(1.0),
