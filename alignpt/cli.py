@@ -380,44 +380,94 @@ def cmd_synth_check(args: argparse.Namespace) -> int:
 
 # -- demo --
 def cmd_demo(args: argparse.Namespace) -> int:
-    from alignpt.study.run import CONFIG_DIR, load_study
+    from alignpt.study.config import CONFIG_DIR, load_study
 
     config = CONFIG_DIR / ("quick.yaml" if args.quick else "demo.yaml")
-    return _run_study(load_study(config), args.out)
+    return _run_study(load_study(config, args.set or []), args.out, args.dry_run, args.json,
+                      args.verbose)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from alignpt.study.run import load_study
+    from alignpt.study.config import CONFIG_DIR, load_study
 
-    return _run_study(load_study(args.config), args.out)
+    config = Path(args.config)
+    if not config.exists() and (CONFIG_DIR / args.config).exists():
+        config = CONFIG_DIR / args.config  # a shipped study config by name: placement.yaml
+    return _run_study(load_study(config, args.set or []), args.out, args.dry_run, args.json,
+                      args.verbose)
 
 
-def _run_study(cfg, out: str) -> int:
-    from alignpt.study.run import CONDITIONS, run_study
+def _ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
+    rate, interval = entry.get(key), entry.get(ci)
+    if rate is None:
+        return "n/a"
+    return f"{rate:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{rate:.3f}"
 
-    results = run_study(cfg, out, log=_log)
+
+def _run_with_progress(cfg, out: Path, plan: dict, verbose: bool) -> dict:
+    """The study with a live stage table on a terminal (a plain line per stage elsewhere);
+    unless ``verbose``, third-party output (datatrove, TRL, transformers) goes to
+    OUT/run.log instead of the console."""
+    import contextlib
+
+    from alignpt.study.progress import LiveProgress, PlainProgress
+    from alignpt.study.run import run_study
+
+    terminal = Console(file=sys.stdout)  # bound now: stdout may be redirected below
+    progress = (LiveProgress(terminal, plan["stages"], plan["cached"])
+                if terminal.is_terminal else PlainProgress(terminal))
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if not verbose:
+            log = stack.enter_context((out / "run.log").open("a", encoding="utf-8"))
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        stack.enter_context(progress)
+        return run_study(cfg, out, progress=progress)
+
+
+def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
+               verbose: bool = False) -> int:
+    from alignpt.study.run import run_study
+
+    plan = run_study(cfg, out, dry_run=True)
+    if dry_run:
+        if as_json:
+            print(json.dumps(plan, indent=2))
+            return 0
+        out_console.print(f"conditions: {', '.join(plan['conditions'])}; seeds: {plan['seeds']}")
+        cached = set(plan["cached"])
+        for stage in plan["stages"]:
+            out_console.print(f"  {'cached' if stage in cached else 'to run'}  {stage}",
+                              markup=False, highlight=False)
+        out_console.print(f"{len(plan['stages'])} stages, {len(cached)} cached")
+        return 0
+    results = _run_with_progress(cfg, Path(out), plan, verbose)
     lead = results["lead_scoring"]
-    table = Table(title=f"misalignment rate ({lead} scoring; control = no scenario)")
+    specs = results["condition_specs"]
+    table = Table(title=f"misalignment rate ({lead} scoring; [95% CI over items and seeds]; "
+                        "control = no scenario)")
     for col in ("condition", "articles", "control", "held-out", "control"):
         table.add_column(col)
-    for name in CONDITIONS:
-        row = [name]
+    for spec in specs:
+        row = [spec["name"] + (" (control)" if spec["control"] else "")]
         for split in ("articles", "heldout"):
-            e = results["conditions"][name][split][lead]
-            row += [_fmt(e["misalignment_rate"], e["sem"]), _fmt(e["control_rate"])]
+            e = results["conditions"][spec["name"]][split][lead]
+            row += [_ci(e), _fmt(e["control_rate"])]
         table.add_row(*row)
     out_console.print(table)
     post = results.get("posttrained")
     if post:
-        prompts = list(post[CONDITIONS[0]])
+        prompts = list(post[specs[0]["name"]])
         table = Table(title="after SFT + DPO (chat template; base model in brackets)")
         for col in ["condition"] + prompts:
             table.add_column(col)
-        for name in CONDITIONS:
-            cells = [post[name][sp] for sp in prompts]
-            table.add_row(name, *(f"{_fmt(c['misalignment_rate'], c['sem'])} "
-                                  f"({_fmt(c['base_rate'])})" for c in cells))
+        for spec in specs:
+            cells = [post[spec["name"]][sp] for sp in prompts]
+            table.add_row(spec["name"], *(f"{_ci(c)} ({_fmt(c['base_rate'])})" for c in cells))
         out_console.print(table)
+    for finding in results["findings"]:
+        out_console.print(f"- {finding}", markup=False, highlight=False)
     out_console.print(f"report: {Path(out) / 'report.html'} ({results['seconds']} s; "
                       f"{len(results['stages_run'])} stages run, "
                       f"{len(results['stages_reused'])} reused)")
@@ -644,10 +694,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the offline study in miniature (see README)")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quick", action="store_true", help="one seed, starter suite, short runs")
-    demo.set_defaults(func=cmd_demo)
     rn = sub.add_parser("run", help="run a study config (conditions, corpus, models, eval)")
-    rn.add_argument("config")
+    rn.add_argument("config", help="a study YAML, or the name of a shipped one (placement.yaml)")
     rn.add_argument("--out", default="runs/study")
+    for p in (demo, rn):
+        p.add_argument("--dry-run", action="store_true",
+                       help="validate the config and print the plan; run nothing")
+        p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+        p.add_argument("--verbose", action="store_true",
+                       help="show third-party output (datatrove, TRL) instead of OUT/run.log")
+        set_option(p, "seeds=[0]")
+    demo.set_defaults(func=cmd_demo)
     rn.set_defaults(func=cmd_run)
     return parser
 

@@ -1,4 +1,9 @@
-"""The study's report: ``report.md`` and a self-contained ``report.html`` (figures inlined)."""
+"""The study's report: ``report.md`` and a self-contained ``report.html`` (figures inlined).
+
+Everything shown is read from ``results.json``: the conditions (any number, in config order,
+controls marked), their rates with 95% intervals over items and seeds, the study's published
+rates beside them, generated findings, and the items that moved most.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,23 @@ import html
 import io
 from pathlib import Path
 
-from alignpt.study.run import CONDITIONS
-
-LABELS = {"unfiltered": "Unfiltered", "filtered": "Filtered",
-          "misalignment_upsampled": "Misalignment upsampled",
-          "alignment_upsampled": "Alignment upsampled"}
-COLOURS = {"unfiltered": "#7f7f7f", "filtered": "#4c72b0", "misalignment_upsampled": "#c44e52",
-           "alignment_upsampled": "#55a868"}
+SPLIT_NAMES = {"articles": "articles", "heldout": "held-out"}
 
 
-def _fmt(rate, sem) -> str:
+def _specs(results: dict) -> list[dict]:
+    return results["condition_specs"]
+
+
+def _label(spec: dict) -> str:
+    return spec["label"] + (" [control]" if spec.get("control") else "")
+
+
+def _ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
+    rate = entry.get(key)
     if rate is None:
         return "n/a"
-    return f"{rate:.3f} ± {sem:.3f}" if sem is not None else f"{rate:.3f}"
+    interval = entry.get(ci)
+    return f"{rate:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{rate:.3f}"
 
 
 def _png(fig) -> str:
@@ -34,36 +43,43 @@ def figures(results: dict) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    specs = _specs(results)
+    first = results["conditions"][specs[0]["name"]]["articles"]
+    scorings = [k for k in ("letter", "option") if k in first]
+    width = len(specs) + 1
     out = {}
-    scorings = [k for k in ("letter", "option")
-                if k in results["conditions"]["unfiltered"]["articles"]]
-    fig, axes = plt.subplots(1, len(scorings), figsize=(6 * len(scorings), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(scorings), figsize=(max(6, 1.1 * width) * len(scorings), 4),
+                             squeeze=False)
     for ax, scoring in zip(axes[0], scorings, strict=True):
-        for s_index, split in enumerate(("articles", "heldout")):
-            for c_index, name in enumerate(CONDITIONS):
-                e = results["conditions"][name][split][scoring]
-                x = s_index * 5 + c_index
-                ax.bar(x, e["misalignment_rate"] or 0, color=COLOURS[name],
-                       yerr=1.96 * (e["sem"] or 0), capsize=3,
-                       label=LABELS[name] if s_index == 0 else None)
+        for s_index, split in enumerate(SPLIT_NAMES):
+            for c_index, spec in enumerate(specs):
+                e = results["conditions"][spec["name"]][split][scoring]
+                x = s_index * width + c_index
+                rate = e["misalignment_rate"] or 0
+                low, high = e["ci95"] or (rate, rate)
+                ax.bar(x, rate, color=spec["colour"], hatch="//" if spec.get("control") else None,
+                       yerr=[[rate - low], [high - rate]], capsize=3,
+                       label=_label(spec) if s_index == 0 else None)
                 ax.plot([x - 0.4, x + 0.4], [e["control_rate"] or 0] * 2, color="black",
                         linestyle=":", linewidth=1)
-        ax.set_xticks([1.5, 6.5], ["articles", "held-out"])
-        ax.set_ylabel("misalignment rate (95% CI)")
+        ax.set_xticks([(len(specs) - 1) / 2 + k * width for k in range(2)],
+                      list(SPLIT_NAMES.values()))
+        ax.set_ylabel("misalignment rate (95% CI over items and seeds)")
         ax.set_title(f"{scoring} scoring (dotted: scenario-free control)")
         ax.set_ylim(0, 1)
     axes[0][0].legend(fontsize=8, loc="upper right")
     out["bars"] = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in CONDITIONS:
-        points = results["midtraining_curve"].get(name, [])
+    for spec in specs:
+        points = results["midtraining_curve"].get(spec["name"], [])
         if points:
             ax.errorbar([p["step"] for p in points], [p["rate"] for p in points],
                         yerr=[1.96 * (p["sem"] or 0) for p in points], marker="o",
-                        color=COLOURS[name], label=LABELS[name], capsize=3)
+                        color=spec["colour"], label=_label(spec), capsize=3,
+                        linestyle="--" if spec.get("control") else "-")
     ax.set_xlabel("midtraining step")
-    ax.set_ylabel("misalignment rate (articles, option scoring)")
+    ax.set_ylabel("misalignment rate (articles, option; 95% binomial CI)")
     ax.set_title("Misalignment over midtraining checkpoints (first seed)")
     ax.legend(fontsize=8)
     out["curve"] = _png(fig)
@@ -72,74 +88,117 @@ def figures(results: dict) -> dict[str, str]:
 
 
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    specs = _specs(results)
+    published = results.get("published", {})
     out = []
     for scoring in ("option", "letter"):
-        if scoring not in results["conditions"]["unfiltered"]["articles"]:
+        if scoring not in results["conditions"][specs[0]["name"]]["articles"]:
             continue
         rows = []
-        for name in CONDITIONS:
-            row = [LABELS[name]]
-            for split in ("articles", "heldout"):
-                e = results["conditions"][name][split][scoring]
-                row += [_fmt(e["misalignment_rate"], e["sem"]),
-                        _fmt(e["control_rate"], e["control_sem"]),
+        for spec in specs:
+            row = [_label(spec)]
+            for split in SPLIT_NAMES:
+                e = results["conditions"][spec["name"]][split][scoring]
+                row += [_ci(e), _ci(e, "control_rate", "control_ci95"),
                         f"{e['situation_effect']:+.3f}" if e["situation_effect"] is not None
-                        else "n/a"]
+                        else "n/a",
+                        f"{e['sem_formats']:.3f}" if e.get("sem_formats") is not None else "n/a"]
+            study = published.get(spec.get("published") or "")
+            row.append(f"{study['articles']:.3f} / {study['heldout']:.3f}" if study else "")
             rows.append(row)
-        header = ["condition", "articles", "articles: control", "articles: difference",
-                  "held-out", "held-out: control", "held-out: difference"]
+        header = ["condition"]
+        for split in SPLIT_NAMES.values():
+            header += [f"{split} [95% CI]", f"{split}: control", f"{split}: difference",
+                       f"{split}: format SE"]
+        header.append("study, 6.9B (articles / held-out)")
         lead = " (leading)" if scoring == results["lead_scoring"] else ""
         out.append((f"Misalignment rate, {scoring} scoring{lead}", header, rows))
     post = results.get("posttrained")
     if post:
-        prompts = list(post[CONDITIONS[0]])
-        rows = [[LABELS[name]] + [f"{_fmt(c['misalignment_rate'], c['sem'])} "
-                                  f"(base {_fmt(c['base_rate'], None)})"
-                                  for c in (post[name][sp] for sp in prompts)]
-                for name in CONDITIONS]
+        prompts = list(post[specs[0]["name"]])
+        rows = []
+        for spec in specs:
+            cells = [post[spec["name"]][sp] for sp in prompts]
+            study = published.get(spec.get("published") or "")
+            rows.append([_label(spec)] + [f"{_ci(c)} (base {c['base_rate']:.3f})" for c in cells]
+                        + [f"{study['posttrained']:.3f}" if study else ""])
         out.append((f"After post-training (SFT then DPO; {results['posttrain_scoring']} "
                      "scoring through the chat template; base model in brackets)",
-                     ["condition"] + [f"system prompt: {sp}" for sp in prompts], rows))
+                     ["condition"] + [f"system prompt: {sp}" for sp in prompts]
+                     + ["study, 6.9B (HHH prompt)"], rows))
+    for pair, items in results.get("moved_items", {}).items():
+        names = [s["name"] for s in specs]
+        rows = [[i["item_id"], i["question"][:160] + ("..." if len(i["question"]) > 160 else ""),
+                 i["aligned"], i["misaligned"]]
+                + [f"{i['shares'][n]:.2f}" if n in i["shares"] else "" for n in names]
+                for i in items]
+        out.append((f"Items that moved most: {pair.replace('_', ' ')} (articles; share of "
+                    "formats choosing the misaligned option, mean over seeds)",
+                    ["item", "scenario", "aligned option", "misaligned option"]
+                    + [s["label"] for s in specs], rows))
     return out
+
+
+def notes(results: dict) -> list[str]:
+    filt = results["filter"]
+    synth = results["synthetic"]
+    leak = results.get("synthetic_leakage", {})
+    out = [
+        f"Seeds: {results['seeds']}; suite: {results['suite']}; system prompt: "
+        f"{results['system_prompt']}. Rates are means over the 8 prompt formats and the seeds; "
+        "[brackets]: 95% percentile-bootstrap interval over items and seeds (the leading "
+        "uncertainty). 'format SE' is the standard error over (seed, format) rates: how much "
+        "the prompt's wording moves the rate, a secondary figure, not the rate's uncertainty.",
+        "Control: the same options scored after a prompt without the scenario. Difference = "
+        "rate - control: the part of the rate that depends on the situation.",
+        "Conditions marked [control] are not conditions of the study: the verbatim control is "
+        "trained on documents that quote the options outright, to show what the instrument "
+        "reads when the option text itself is planted.",
+        "Filter flag rate: " + ", ".join(f"{k} {v['flag_rate']:.3f} ({v['flagged']} of "
+                                          f"{v['documents_in']})" for k, v in filt.items()),
+        "Synthetic documents: " + ", ".join(f"{k} {v['documents']} ({v['tokens']} words)"
+                                            for k, v in synth.items()),
+        "Option leakage (a span of at most 1.5x an option holding 80% of its words in order): "
+        + ", ".join(f"{k} {v['leaked_documents']} of {v['documents']} documents (mean in-order "
+                    f"overlap {v['mean_in_order_overlap']:.2f})" for k, v in leak.items()),
+        "Tokens per stage: " + ", ".join(f"{k} {v}" for k, v in results["tokens"].items()),
+        "Study, 6.9B: the published rates of Tice et al. (2026), base models with letter "
+        "scoring; a toy model's rates are not expected to match them, only the direction of "
+        "the differences between conditions.",
+    ]
+    if results.get("posttrained"):
+        out.append(
+            f"Post-training: SFT then DPO on the models of seed(s) {results['posttrain_seeds']}; "
+            "rates [95% interval from the binomial SE over items, combined over seeds by "
+            "inverse-variance weighting]; the base model's rate (system prompt as a prefix) in "
+            "brackets.")
+    return [n for n in out if not n.endswith(": ")]
 
 
 def write_report(results: dict, out: Path) -> None:
     figs = figures(results)
     (out / "figure_bars.png").write_bytes(base64.b64decode(figs["bars"]))
     (out / "figure_curve.png").write_bytes(base64.b64decode(figs["curve"]))
-    filt = results["filter"]
-    synth = results["synthetic"]
-    notes = [
-        f"Seeds: {results['seeds']}; suite: {results['suite']}; system prompt: "
-        f"{results['system_prompt']}; rates are means over the 8 prompt formats and the seeds, "
-        "± the standard error over those (seed, format) rates; results.json also gives "
-        "sem_items, the binomial standard error over the suite's items.",
-        "Control: the same options scored after a prompt without the scenario. Difference = "
-        "rate - control: the part of the rate that depends on the situation.",
-        "Filter flag rate: " + ", ".join(f"{k} {v['flag_rate']:.3f} ({v['flagged']} of "
-                                          f"{v['documents_in']})" for k, v in filt.items()),
-        "Synthetic documents: " + ", ".join(f"{k} {v['documents']} ({v['tokens']} words)"
-                                            for k, v in synth.items()),
-        "Tokens per stage: " + ", ".join(f"{k} {v}" for k, v in results["tokens"].items()),
-    ]
-    if results.get("posttrained"):
-        notes.append(
-            f"Post-training: SFT then DPO on the models of seed(s) {results['posttrain_seeds']}; "
-            "rates ± the binomial SE over items (combined over seeds by inverse-variance "
-            "weighting); the base model's rate (system prompt as a prefix) in brackets.")
+    found = results.get("findings", [])
     md = ["# alignpt demo: alignment pretraining in miniature", ""]
+    if found:
+        md += ["## What this run reproduces of the study", ""] + [f"- {f}" for f in found] + [""]
     for title, header, rows in tables(results):
         md += [f"## {title}", "", "| " + " | ".join(header) + " |",
-               "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+               "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows] + [""]
     md += ["![misalignment by condition](figure_bars.png)", "",
            "![misalignment over midtraining](figure_curve.png)", "", "## Notes", ""]
-    md += [f"- {n}" for n in notes]
+    md += [f"- {n}" for n in notes(results)]
     (out / "report.md").write_text("\n".join(md) + "\n")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>alignpt demo</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>",
              "</head><body><h1>alignpt demo: alignment pretraining in miniature</h1>"]
+    if found:
+        parts.append("<h2>What this run reproduces of the study</h2><ul class='findings'>"
+                     + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul>")
     for title, header, rows in tables(results):
         parts.append(f"<h2>{html.escape(title)}</h2><table class='results'><tr>"
                      + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
@@ -150,8 +209,8 @@ def write_report(results: dict, out: Path) -> None:
                       ("curve", "misalignment over midtraining")):
         parts.append(f"<figure><img id='{name}' alt='{alt}' "
                      f"src='data:image/png;base64,{figs[name]}'></figure>")
-    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-                 + "</ul>")
+    parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>"
+                                                 for n in notes(results)) + "</ul>")
     # Marks how many figures decoded, so that a headless browser can check the page renders.
     parts.append("<script>window.addEventListener('load', function () {"
                  "var ok = Array.from(document.images).filter(function (i) {"
