@@ -150,23 +150,30 @@ def cmd_suite_stats(args: argparse.Namespace) -> int:
 
 def cmd_suite_import(args: argparse.Namespace) -> int:
     from alignpt.suite.importers import import_anthropic, import_study
-    from alignpt.suite.schema import write_jsonl
+    from alignpt.suite.schema import write_jsonl_atomic
 
     paths = [Path(p) for p in args.files]
+    out = Path(args.out)
+    seen: dict[Path, Path] = {}
     for p in paths:
-        if not p.exists():
+        if not p.is_file():
             raise UserError(f"{p}: no such file")
+        if p.resolve() == out.resolve():
+            raise UserError(f"{p}: --out is this input file; write the suite elsewhere")
+        if p.resolve() in seen:
+            raise UserError(f"{p}: given twice (also as {seen[p.resolve()]})")
+        seen[p.resolve()] = p
     if args.format == "anthropic":
-        if not args.matching:
-            raise UserError("--format anthropic needs --matching aligned|misaligned: the "
-                            "polarity of answer_matching_behavior differs between files")
-        report = import_anthropic(paths, args.matching, split=args.split or "heldout")
+        report = import_anthropic(paths, args.matching, split=args.split or "heldout",
+                                  allow_non_alignment=args.allow_non_alignment)
     else:
         report = import_study(paths, split=args.split or "articles")
-    written = write_jsonl(args.out, report.items)
+    written = write_jsonl_atomic(out, report.items)
+    for skip in report.skips:
+        print(skip, file=sys.stderr)
     for p in report.problems:
         print(p, file=sys.stderr)
-    summary = report.summary() | {"out": str(args.out), "written": written}
+    summary = report.summary() | {"out": str(out), "written": written}
     print(json.dumps(summary))
     return 1 if report.problems else 0
 
@@ -546,8 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
     si = ssub.add_parser("import", help="convert other propensity sets to the suite format")
     si.add_argument("files", nargs="+")
     si.add_argument("--format", required=True, choices=["anthropic", "study"])
-    si.add_argument("--matching", choices=["aligned", "misaligned"],
-                    help="anthropic: is answer_matching_behavior the aligned or misaligned one?")
+    si.add_argument("--matching", choices=["auto", "aligned", "misaligned"], default="auto",
+                    help="anthropic: is answer_matching_behavior the aligned or the misaligned "
+                         "answer? auto (default): from the shipped polarity table of the "
+                         "advanced-ai-risk files; aligned|misaligned: the same for every file")
+    si.add_argument("--allow-non-alignment", action="store_true",
+                    help="anthropic, auto: also import files the table marks as measuring no "
+                         "alignment property (the matching answer goes to 'misaligned')")
     si.add_argument("--split", choices=["articles", "heldout"],
                     help="split of imported items (anthropic: heldout, study: articles)")
     si.add_argument("--out", required=True)

@@ -294,3 +294,17 @@ def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) ->
             fh.write(json.dumps(data, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:
+    """Write rows as JSONL beside ``path`` and move them into place: a failure part-way leaves
+    no half-written file (and any previous file untouched)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        count = write_jsonl(tmp, rows)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
