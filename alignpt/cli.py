@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if args.scoring == "generate":
             raise UserError("--export-lm-eval supports --scoring letter or option")
-        info = export_lm_eval(args.suite, args.export_lm_eval, split=args.split,
+        info = export_lm_eval(_suite(args), args.export_lm_eval, split=args.split,
                               system_prompt=args.system_prompt, scoring=args.scoring,
                               scenario_free=args.scenario_free, exclude=_excluded(args.exclude))
         out_console.print_json(json.dumps(info))
@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     with progress_bars() as factory:
         result = evaluate(
-            model=args.model, suite=args.suite, split=args.split,
+            model=args.model, suite=_suite(args), split=args.split,
             system_prompt=args.system_prompt, scoring=args.scoring, out=args.out,
             option_norm=args.option_norm, scenario_free=args.scenario_free, chat=args.chat,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
@@ -111,6 +111,19 @@ def _excluded(path: str | None) -> tuple[str, ...]:
 
 
 # -- suite --
+def _suite(args: argparse.Namespace, suite: str | None = None) -> str:
+    """``--suite`` with ``--revision`` / ``--hf-split`` folded in (alignpt.suite.sources)."""
+    from alignpt.suite.sources import suite_spec
+
+    return suite_spec(suite if suite is not None else args.suite, args.revision, args.hf_split)
+
+
+def suite_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", help="hf:NAME suites: the hub revision (branch, tag, commit)")
+    p.add_argument("--hf-split", help="hf:NAME suites and dataset folders: load only this "
+                   "split (the study's: articles, textbook)")
+
+
 def cmd_suite_validate(args: argparse.Namespace) -> int:
     from alignpt.suite import resolve_suite_path
     from alignpt.suite.schema import validate_lines
@@ -131,7 +144,7 @@ def cmd_suite_stats(args: argparse.Namespace) -> int:
     from alignpt.suite.schema import load_suite
     from alignpt.suite.stats import suite_stats
 
-    stats = suite_stats(load_suite(args.path))
+    stats = suite_stats(load_suite(_suite(args, args.path)))
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -332,7 +345,7 @@ def cmd_synth_run(args: argparse.Namespace) -> int:
     pricing = Pricing(args.price_in, args.price_out) if args.price_in or args.price_out else None
     forms = args.surface_forms.split(",") if args.surface_forms else None
     with progress_bars() as factory:
-        manifest = synth(args.suite, args.out, backend, split=args.split, side=args.side,
+        manifest = synth(_suite(args), args.out, backend, split=args.split, side=args.side,
                          per_item=args.per_item, forms=forms, seed=args.seed,
                          max_docs=args.max_docs, max_tokens=args.max_tokens,
                          temperature=args.temperature, pricing=pricing,
@@ -371,7 +384,8 @@ def cmd_synth_check(args: argparse.Namespace) -> int:
 
     judge = _backend(args) if args.backend else None  # no backend given: no judge
     with progress_bars() as factory:
-        report = check(args.folder, args.suite, judge=judge, judge_sample=args.judge_sample,
+        report = check(args.folder, args.suite and _suite(args), judge=judge,
+                       judge_sample=args.judge_sample,
                        judge_seed=args.judge_seed, judge_max_tokens=args.judge_max_tokens,
                        progress=lambda total: factory("judged", total))
     print(json.dumps(report, indent=2))
@@ -516,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="measure a model's misalignment (or trait) rate on a suite")
     ev.add_argument("--model", help="HF folder or hub name, or an OpenAI-compatible base URL")
-    ev.add_argument("--suite", default="starter", help="suite JSONL path or bundled name")
+    ev.add_argument("--suite", default="starter",
+                    help="suite: JSONL path, bundled name, the study's JSON list, Parquet, a "
+                         "datasets save_to_disk folder, or hf:NAME")
+    suite_source_options(ev)
     ev.add_argument("--split", default="all", choices=["articles", "heldout", "all"])
     ev.add_argument("--system-prompt", default="none",
                     help="none | ai | helpful | hhh | any custom text")
@@ -547,8 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("paths", nargs="+")
     sv.set_defaults(func=cmd_suite_validate)
     ss = ssub.add_parser("stats", help="counts by split and topic")
-    ss.add_argument("path")
+    ss.add_argument("path", help="any --suite source (JSONL, JSON list, Parquet, folder, "
+                    "hf:NAME)")
     ss.add_argument("--json", action="store_true")
+    suite_source_options(ss)
     ss.set_defaults(func=cmd_suite_stats)
     si = ssub.add_parser("import", help="convert other propensity sets to the suite format")
     si.add_argument("files", nargs="+")
@@ -669,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     sysub = sy.add_subparsers(dest="synth_command", required=True)
     sr = sysub.add_parser("run", help="generate documents (the default subcommand)")
     sr.add_argument("--suite", required=True)
+    suite_source_options(sr)
     sr.add_argument("--split", default="articles", choices=["articles", "heldout", "all"])
     sr.add_argument("--side", default="aligned", choices=["aligned", "misaligned", "both"])
     sr.add_argument("--per-item", type=int, default=4)
@@ -685,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sysub.add_parser("check", help="leakage, near-duplicates, lengths, coverage")
     sc.add_argument("folder")
     sc.add_argument("--suite", help="default: the suite named in the manifest")
+    suite_source_options(sc)
     # A backend makes it an LLM judge of whether each document shows its requested side.
     backend_options(sc, concurrency=16, default=None, role="LLM judge; ")
     sc.add_argument("--judge-sample", type=int,

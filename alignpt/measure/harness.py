@@ -260,7 +260,7 @@ def evaluate(
     result = EvalResult(
         model=model,
         suite=str(loaded.path),
-        suite_sha256=file_sha256(loaded.path),
+        suite_sha256=loaded.sha256,
         split=split if loaded.kind == "scenario" else "all",
         system_prompt=sp_name,
         system_prompt_text=sp_text,

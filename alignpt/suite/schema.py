@@ -170,13 +170,33 @@ class SuiteError(UserError):
         super().__init__(f"{len(problems)} problem(s) in suite:\n{shown}{more}")
 
 
+def _bundled_names() -> tuple[str, ...]:
+    from alignpt.suite import BUNDLED
+
+    return tuple(BUNDLED)
+
+
 @dataclass
 class Suite:
-    """A loaded suite file: its kind, its validated items and where it came from."""
+    """A loaded suite: its kind, its validated items and where it came from (a JSONL path, or
+    the ``--suite`` string of another source, such as ``hf:NAME?split=textbook``)."""
 
     path: Path
     kind: Literal["scenario", "personality"]
     items: list[ScenarioItem] | list[PersonalityItem]
+
+    @property
+    def sha256(self) -> str:
+        """The JSONL file's hash, or for other sources the hash of the items as JSONL."""
+        import hashlib
+
+        if self.path.is_file() and self.path.suffix.lower() == ".jsonl":
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        for item in self.items:
+            digest.update(json.dumps(item.model_dump(), sort_keys=True,
+                                     ensure_ascii=False).encode() + b"\n")
+        return digest.hexdigest()
 
     def choice_items(self, split: str = "all") -> list[ChoiceItem]:
         if self.kind == "personality":
@@ -220,12 +240,19 @@ def _field_of(error: dict[str, Any]) -> str:
 
 def validate_lines(path: Path) -> tuple[list[ScenarioItem | PersonalityItem], list[Problem]]:
     """Parse and validate every line; return the good items and every problem found."""
+    return validate_rows(str(path), _read_jsonl(path))
+
+
+def validate_rows(label: str, rows: Iterable[tuple[int, Any, Problem | None]]
+                  ) -> tuple[list[ScenarioItem | PersonalityItem], list[Problem]]:
+    """Validate (number, object, problem) rows from any source; ``label`` names it."""
+    path = label
     items: list[ScenarioItem | PersonalityItem] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     kind: str | None = None
     any_line = False
-    for number, obj, problem in _read_jsonl(path):
+    for number, obj, problem in rows:
         any_line = True
         if problem:
             problems.append(problem)
@@ -268,11 +295,19 @@ def validate_lines(path: Path) -> tuple[list[ScenarioItem | PersonalityItem], li
 
 
 def load_suite(path: str | Path, exclude: Iterable[str] = ()) -> Suite:
-    """Load a suite by path or bundled name; raise :class:`SuiteError` on any bad line."""
+    """Load a suite by path, bundled name or other source (see :mod:`alignpt.suite.sources`:
+    the study's JSON list, Parquet, a ``save_to_disk`` folder, ``hf:NAME``); raise
+    :class:`SuiteError` on any bad line."""
     from alignpt.suite import resolve_suite_path
+    from alignpt.suite.sources import parse_spec, read_rows
 
-    resolved = resolve_suite_path(path)
-    items, problems = validate_lines(resolved)
+    spec = parse_spec(path) if str(path) not in _bundled_names() else None
+    if spec is not None:
+        resolved = Path(str(path))
+        items, problems = validate_rows(spec.label, read_rows(spec))
+    else:
+        resolved = resolve_suite_path(path)
+        items, problems = validate_lines(resolved)
     if problems:
         raise SuiteError(problems)
     excluded = set(exclude)
