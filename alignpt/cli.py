@@ -221,9 +221,14 @@ def cmd_filter_run(args: argparse.Namespace) -> int:
         return 0
     print(f"in {report['documents_in']}: kept {report['kept']}, flagged {report['flagged']} "
           f"(flag rate {_fmt(report['flag_rate'])}), errors {report['errors']}")
-    for error in report["error_list"][:20]:
+    bad_records = [e for e in report["error_list"] if not e.get("unreadable")]
+    for error in bad_records[:20] + report.get("unreadable", []):
         print(f"{error['file']}:{error['line']}: {error['error']}", file=sys.stderr)
     print(f"report: {Path(args.out) / 'report.json'}")
+    if report.get("unreadable"):
+        print(f"error: {len(report['unreadable'])} file(s) or block(s) could not be read; the "
+              "rest was filtered (see errors/ and report.json)", file=sys.stderr)
+        return 1
     return 0
 
 

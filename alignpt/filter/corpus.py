@@ -5,7 +5,6 @@ line (row for Parquet and datasets, 1-based), never a silent skip."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ class Record:
     text: str | None
     error: str | None = None
     n_bytes: int = 0
+    offset: int | None = None  # unreadable data: the byte offset where reading failed
+    unreadable: bool = False  # a whole file or block could not be read (not one bad record)
 
 
 def is_hf_dataset(path: Path) -> bool:
@@ -49,17 +50,74 @@ def resolve_inputs(paths: list[str]) -> list[str]:
     return units
 
 
+class Unreadable(Exception):
+    """Part of a file cannot be read (not the format its name says, cut short, corrupt):
+    ``offset`` is the byte offset in the file where reading failed, when known."""
+
+    def __init__(self, reason: str, offset: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.offset = offset
+
+
+def _zstd_lines(path: Path) -> Iterator[bytes]:
+    """Lines of a (multi-frame) zstd file. The stream reader ends quietly at a truncated frame,
+    losing its documents without a word; here each frame must reach its end marker."""
+    import zstandard
+
+    chunk_size = 1 << 20
+    pending = b""
+    with path.open("rb") as raw:
+        frame_start, consumed = 0, 0
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        in_frame = False
+        while chunk := raw.read(chunk_size):
+            while chunk:
+                if not in_frame:
+                    frame_start, in_frame = consumed, True
+                try:
+                    data = decompressor.decompress(chunk)
+                except zstandard.ZstdError as exc:
+                    raise Unreadable(f"corrupt zstd data ({exc})", frame_start) from exc
+                if decompressor.eof:  # a frame ended; the rest of the chunk is the next one
+                    rest = decompressor.unused_data
+                    consumed += len(chunk) - len(rest)
+                    chunk = rest
+                    decompressor = zstandard.ZstdDecompressor().decompressobj()
+                    in_frame = False
+                else:
+                    consumed += len(chunk)
+                    chunk = b""
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+        if in_frame:
+            raise Unreadable("truncated zstd stream (the last frame has no end)", frame_start)
+    if pending:
+        yield pending
+
+
+def _gzip_lines(path: Path) -> Iterator[bytes]:
+    import zlib
+
+    with gzip.open(path, "rb") as fh:
+        try:
+            yield from fh
+        except (OSError, EOFError, zlib.error) as exc:
+            # fileobj.tell(): how far into the compressed file reading got.
+            offset = fh.fileobj.tell() if fh.fileobj is not None else None
+            reason = (f"not gzip data ({exc})" if isinstance(exc, gzip.BadGzipFile)
+                      else f"truncated or corrupt gzip data ({exc})")
+            raise Unreadable(reason, offset) from exc
+
+
 def _byte_lines(path: Path) -> Iterator[bytes]:
     name = path.name
     if name.endswith(".gz"):
-        with gzip.open(path, "rb") as fh:
-            yield from fh
+        yield from _gzip_lines(path)
     elif name.endswith(".zst"):
-        import zstandard
-
-        with path.open("rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw)
-            yield from io.BufferedReader(reader)
+        yield from _zstd_lines(path)
     else:
         with path.open("rb") as fh:
             yield from fh
@@ -91,16 +149,20 @@ def read_unit(unit: str, text_field: str = "text") -> Iterator[Record]:
                 yield _from_row(name, index, row, text_field, size)
         return
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        index = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                index += 1
-                size = len(str(row.get(text_field, "")).encode("utf-8"))
-                yield _from_row(unit, index, row, text_field, size)
+        yield from _parquet_records(unit, text_field)
         return
-    for number, raw in enumerate(_byte_lines(path), start=1):
+    number = 0
+    lines = _byte_lines(path)
+    while True:
+        try:
+            raw = next(lines)
+        except StopIteration:
+            return
+        except Unreadable as exc:
+            # One error for the rest of the file, at the line reading stopped.
+            yield _unreadable(unit, number + 1, exc.reason, exc.offset)
+            return
+        number += 1
         if not raw.strip():
             continue
         try:
@@ -114,3 +176,39 @@ def read_unit(unit: str, text_field: str = "text") -> Iterator[Record]:
             yield Record(unit, number, None, None, f"malformed JSON: {exc.msg}", len(raw))
             continue
         yield _from_row(unit, number, row, text_field, len(raw))
+
+
+def _unreadable(file: str, line: int, reason: str, offset: int | None) -> Record:
+    where = f" at byte {offset}" if offset is not None else ""
+    reason = " ".join(reason.split())  # library messages span lines; errors are one line
+    return Record(file, line, None, None, f"unreadable{where}: {reason}", 0, offset=offset,
+                  unreadable=True)
+
+
+def _parquet_records(unit: str, text_field: str) -> Iterator[Record]:
+    """Rows of a Parquet file, one row group at a time: a corrupt row group is one error (at
+    its first row) and the others are still read; a file that is not Parquet is one error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(unit)
+    except (pa.ArrowException, OSError) as exc:
+        yield _unreadable(unit, 1, f"not a readable Parquet file ({exc})", None)
+        return
+    index = 0
+    for group in range(parquet.num_row_groups):
+        n_rows = parquet.metadata.row_group(group).num_rows
+        try:
+            rows = parquet.read_row_group(group).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            first = parquet.metadata.row_group(group).column(0)
+            offset = first.dictionary_page_offset or first.data_page_offset
+            yield _unreadable(unit, index + 1, f"corrupt Parquet row group {group} "
+                                               f"({n_rows} rows): {exc}", offset)
+            index += n_rows
+            continue
+        for row in rows:
+            index += 1
+            size = len(str(row.get(text_field, "")).encode("utf-8"))
+            yield _from_row(unit, index, row, text_field, size)

@@ -59,7 +59,8 @@ class CorpusReader(PipelineStep):
                     text=record.text or "",
                     id=f"{record.file}:{record.line}",
                     metadata={"file": record.file, "line": record.line, "record": record.data,
-                              "error": record.error, "n_bytes": record.n_bytes},
+                              "error": record.error, "n_bytes": record.n_bytes,
+                              "offset": record.offset, "unreadable": record.unreadable},
                 )
 
 
@@ -98,6 +99,7 @@ class AIDiscourseFilter(PipelineStep):
         by_category: Counter[str] = Counter()
         by_term: Counter[str] = Counter()
         errors: list[dict] = []
+        unreadable: list[dict] = []
         n_bytes = 0
         started = time.perf_counter()
         errors_dir = Path(self.out_dir) / "errors"
@@ -111,6 +113,10 @@ class AIDiscourseFilter(PipelineStep):
                 if meta["error"]:
                     counts["errors"] += 1
                     entry = {"file": meta["file"], "line": meta["line"], "error": meta["error"]}
+                    if meta.get("unreadable"):  # a whole file or block, not one record
+                        counts["unreadable"] += 1
+                        entry |= {"offset": meta["offset"], "unreadable": True}
+                        unreadable.append(entry)
                     error_file.write(json.dumps(entry) + "\n")
                     if len(errors) < MAX_LISTED_ERRORS:
                         errors.append(entry)
@@ -132,7 +138,8 @@ class AIDiscourseFilter(PipelineStep):
                     kept.write(doc, rank)
                 self.stat_update("flagged" if decision.flagged else "kept")
         stats = {"rank": rank, "counts": dict(counts), "by_category": dict(by_category),
-                 "by_term": dict(by_term), "errors": errors, "bytes": n_bytes,
+                 "by_term": dict(by_term), "errors": errors, "unreadable": unreadable,
+                 "bytes": n_bytes,
                  "seconds": time.perf_counter() - started, "engine": blocklist.engine}
         stats_dir = Path(self.out_dir) / "stats"
         stats_dir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +242,7 @@ def write_report(out: Path, tasks: int, seconds: float) -> dict:
     by_category: Counter[str] = Counter()
     by_term: Counter[str] = Counter()
     errors: list[dict] = []
+    unreadable: list[dict] = []
     n_bytes = 0
     missing = []
     engine = None
@@ -248,6 +256,7 @@ def write_report(out: Path, tasks: int, seconds: float) -> dict:
         by_category.update(stats["by_category"])
         by_term.update(stats["by_term"])
         errors.extend(stats["errors"])
+        unreadable.extend(stats.get("unreadable", []))
         n_bytes += stats["bytes"]
         engine = stats["engine"]
     if missing:
@@ -259,6 +268,8 @@ def write_report(out: Path, tasks: int, seconds: float) -> dict:
         "kept": counts["kept"],
         "flagged": counts["flagged"],
         "errors": counts["errors"],
+        # Files or blocks that could not be read at all (each also counted in errors).
+        "unreadable": sorted(unreadable, key=lambda e: (e["file"], e["line"])),
         "flag_rate": counts["flagged"] / valid if valid else None,
         "by_rule": {"instant": counts["rule:instant"], "two_stage": counts["rule:two_stage"]},
         "by_category": dict(by_category.most_common()),

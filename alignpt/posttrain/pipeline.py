@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alignpt.errors import UserError
 from alignpt.measure.aggregate import aggregate
 from alignpt.posttrain.config import STAGES, PostEvalConfig, PostTrainConfig
-from alignpt.posttrain.stages import Log, _measure, eval_path, run_stage
+from alignpt.posttrain.stages import Log, _measure, eval_path, load_tokenizer, run_stage
 from alignpt.train.config import read_yaml, validate_config
 
 
@@ -62,9 +62,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict:
     chain = _chain(cfg)
     for seed in cfg.seeds:
         root = out / f"seed-{seed}"
-        from transformers import AutoTokenizer
-
-        chat = bool(getattr(AutoTokenizer.from_pretrained(cfg.model), "chat_template", None))
+        chat = bool(getattr(load_tokenizer(cfg.model), "chat_template", None))
         _measure(cfg.model, None, cfg.eval, root / "base", "before", chat=chat, log=log)
         outputs = {"base": cfg.model}
         for stage, source in chain:

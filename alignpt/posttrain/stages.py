@@ -94,11 +94,35 @@ def _is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def _load_start(cfg: PostTrainConfig):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                   "spiece.model", "vocab.txt")
 
+
+def load_tokenizer(model: str):
+    """The model's tokenizer, refused when there is none: transformers builds an empty one
+    (a vocabulary of 2) from a folder without tokenizer files, and training on it would shrink
+    the embeddings to a few rows and save a broken model."""
+    from transformers import AutoTokenizer
+
+    folder = Path(model)
+    if folder.is_dir() and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise UserError(f"{model}: no tokenizer in the model folder (none of "
+                        f"{', '.join(TOKENIZER_FILES[:3])}); save the tokenizer beside the model")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the tokenizer of {model!r}: {exc}") from exc
+    if len(tokenizer) < 16 or not tokenizer("Hello world").input_ids:
+        raise UserError(f"{model}: the tokenizer is unusable (vocabulary of {len(tokenizer)}, "
+                        "text tokenizes to nothing)")
+    return tokenizer
+
+
+def _load_start(cfg: PostTrainConfig):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(cfg.model)
+    try:
         model = AutoModelForCausalLM.from_pretrained(cfg.model, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {cfg.model!r}: {exc}") from exc
