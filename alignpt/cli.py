@@ -71,6 +71,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise UserError("--model is required (or use --export-lm-eval DIR)")
+    if args.out:  # before the scoring, not after it: a late failure would lose the results
+        from alignpt.common import check_output_file
+
+        check_output_file(args.out, [args.suite, args.exclude])
     from alignpt.measure.harness import evaluate
 
     with progress_bars() as factory:
@@ -468,7 +472,10 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
                               markup=False, highlight=False)
         out_console.print(f"{len(plan['stages'])} stages, {len(cached)} cached")
         return 0
-    results = _run_with_progress(cfg, Path(out), plan, verbose)
+    from alignpt.common import output_lock
+
+    with output_lock(out, "study", log=_log):  # two studies into one folder would collide
+        results = _run_with_progress(cfg, Path(out), plan, verbose)
     lead = results["lead_scoring"]
     specs = results["condition_specs"]
     table = Table(title=f"misalignment rate ({lead} scoring; [95% CI over items and seeds]; "

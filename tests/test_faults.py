@@ -98,3 +98,162 @@ def test_unreadable_corpus_files_are_accounted_for(bad_corpus, tmp_path, capsys)
     valid = report["kept"] + report["flagged"]
     assert valid >= 30 + 40 + 20 + 20
     assert report["errors"] == 5
+
+
+# -- c. stale results: inputs are part of a stage's identity --
+def test_filter_rerun_after_the_term_list_changed_is_refused(tmp_path, capsys):
+    from alignpt.filter.rules import DEFAULT_TERMS
+
+    write_lines(tmp_path / "in.jsonl", _dev_rows()[:40])
+    terms = tmp_path / "terms.yaml"
+    terms.write_text(DEFAULT_TERMS.read_text())
+    command = ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out"),
+               "--terms", str(terms)]
+    assert main(command) == 0
+    assert main(command) == 0  # unchanged: the finished run is reused
+    terms.write_text(DEFAULT_TERMS.read_text() + "\n# edited\n")
+    capsys.readouterr()
+    assert main(command) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "term list" in errors[0]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    """Packed token data and a tokenizer, for training runs."""
+    from alignpt.toy import suite_text_corpus, train_tokenizer
+    from alignpt.train.data import tokenize
+
+    root = tmp_path_factory.mktemp("packed")
+    texts = suite_text_corpus(0)
+    write_lines(root / "corpus.jsonl", [{"text": t} for t in texts])
+    train_tokenizer(texts, 512).save_pretrained(root / "tok")
+    tokenize(str(root / "corpus.jsonl"), str(root / "tok"), 64, root / "packed")
+    return root / "packed"
+
+
+def _train_config(packed: Path, out: Path, **extra):
+    from alignpt.train.config import TrainConfig
+
+    return TrainConfig.model_validate(
+        {"out": str(out), "data": str(packed), "model": {"preset": "tiny"},
+         "global_batch_tokens": 512, "micro_batch_size": 8, "max_steps": 6, "max_lr": 3e-3,
+         "min_lr": 3e-4, "save_every": 2, "log_every": 2, "seed": 3, "precision": "fp32"}
+        | extra)
+
+
+def test_train_into_a_run_with_another_preset_is_refused(packed, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "run"
+    cfg = _train_config(packed, out, max_steps=2)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["train", str(path)]) == 0
+    before = (out / "config.json").read_text()
+    capsys.readouterr()
+    assert main(["train", str(path), "--set", "model.preset=toy"]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "model.preset" in errors[0] and "'tiny'" in errors[0]
+    assert (out / "config.json").read_text() == before  # the record is not rewritten
+    assert main(["train", str(path), "--set", "log_every=1"]) == 0  # logging may change
+
+
+def test_posttrain_rerun_after_the_data_changed_is_refused(tiny_model, tmp_path, capsys):
+    from alignpt.posttrain.records import bundled_path
+
+    data = tmp_path / "sft.jsonl"
+    lines = bundled_path("sft").read_text().splitlines()
+    data.write_text("\n".join(lines[:8]) + "\n")
+    command = ["posttrain", "sft", "--model", str(tiny_model), "--data", str(data),
+               "--out", str(tmp_path / "sft"), "--set", "max_steps=1", "--set", "eval=null",
+               "--set", "batch_size=2"]
+    assert main(command) == 0
+    data.write_text("\n".join(lines[8:16]) + "\n")
+    capsys.readouterr()
+    assert main(command) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "data file" in errors[0]
+
+
+# -- d. a corrupt newest checkpoint: fall back to the newest usable one --
+@pytest.mark.parametrize("damaged", ["model.safetensors", "trainer_state.pt"])
+def test_training_falls_back_from_a_corrupt_checkpoint(packed, tmp_path, damaged):
+    from safetensors.torch import load_file
+
+    from alignpt.train.loop import train
+
+    whole = _train_config(packed, tmp_path / "whole")
+    train(whole)
+    cut = _train_config(packed, tmp_path / "cut")
+    assert train(cut, stop_after=4) == {"stopped_at": 4}
+    newest = tmp_path / "cut" / "checkpoints" / "step-000004"
+    assert (newest / "checksums.json").exists()
+    payload = (newest / damaged).read_bytes()
+    (newest / damaged).write_bytes(payload[: len(payload) // 2])  # a disk or copy cut it short
+    notes: list[str] = []
+    result = train(cut, log=notes.append)
+    assert result["steps"] == 6
+    assert any("step-000002" in n and "step-000004" in n and damaged in n for n in notes), notes
+    final = "checkpoints/step-000006/model.safetensors"
+    a, b = load_file(tmp_path / "whole" / final), load_file(tmp_path / "cut" / final)
+    assert all((a[k] == b[k]).all() for k in a)  # same weights as the uninterrupted run
+
+
+# -- e. eval --out checked before scoring --
+@pytest.mark.parametrize("where", ["under_a_file", "the_suite"])
+def test_eval_out_is_checked_before_scoring(tiny_model, tmp_path, capsys, where):
+    from tests.conftest import scenario
+
+    suite = write_lines(tmp_path / "suite.jsonl", [scenario(i) for i in range(4)])
+    (tmp_path / "plain").write_text("a file, not a folder")
+    out = tmp_path / "plain" / "results.json" if where == "under_a_file" else suite
+    before = suite.read_text()
+    code = main(["eval", "--model", str(tiny_model), "--suite", str(suite), "--out", str(out)])
+    errors = _error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "--out" in errors[0]
+    assert suite.read_text() == before
+
+
+# -- f. one writer per output folder --
+def test_a_held_lock_is_refused_and_a_stale_one_taken_over(tmp_path, capsys):
+    import subprocess
+
+    write_lines(tmp_path / "in.jsonl", _dev_rows()[:20])
+    out = tmp_path / "out"
+    out.mkdir()
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / ".alignpt.lock").write_text(json.dumps({"pid": owner.pid, "command": "filter"}))
+        command = ["filter", str(tmp_path / "in.jsonl"), "--out", str(out)]
+        assert main(command) == 2
+        errors = _error_lines(capsys)
+        assert len(errors) == 1 and f"pid {owner.pid}" in errors[0] and "in use" in errors[0]
+        assert not (out / "report.json").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert main(command) == 0  # its owner is gone: the lock is stale
+    assert f"taking over a stale lock of pid {owner.pid}" in capsys.readouterr().err
+    assert not (out / ".alignpt.lock").exists()  # released at the end
+
+
+def test_the_study_and_training_hold_their_output_folder(packed, tmp_path, capsys):
+    import os
+
+    from alignpt.common import output_lock
+
+    study_out = tmp_path / "study"
+    with output_lock(study_out, "study"):
+        # Another process's view: the lock names a live pid that is not its own.
+        lock = study_out / ".alignpt.lock"
+        lock.write_text(json.dumps({"pid": os.getppid(), "command": "demo"}))
+        assert main(["demo", "--quick", "--out", str(study_out)]) == 2
+        assert "in use by another alignpt process" in capsys.readouterr().err
+        train_out = tmp_path / "train"
+        train_out.mkdir()
+        (train_out / ".alignpt.lock").write_text(json.dumps({"pid": os.getppid()}))
+        from alignpt.train.loop import train
+
+        with pytest.raises(Exception, match="in use by another alignpt process"):
+            train(_train_config(packed, train_out, max_steps=2))

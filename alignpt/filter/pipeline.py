@@ -157,7 +157,32 @@ def _settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_filter(
+def run_filter(inputs: list[str], out: str | Path, **options) -> dict:
+    """Filter ``inputs`` into ``out`` (options: see :func:`_run_filter`), holding the folder's
+    lock: one writer per output folder."""
+    from alignpt.common import output_lock
+
+    with output_lock(out, "filter"):
+        return _run_filter(inputs, out, **options)
+
+
+def _input_fingerprints(units: list[str], terms: str | None) -> dict[str, str]:
+    """What the results depend on besides the settings: the term list's content hash and each
+    input's size and modification time (corpora are too large to hash on every rerun)."""
+    from alignpt.common import content_sha256
+    from alignpt.filter.rules import DEFAULT_TERMS
+
+    found = {"term list": content_sha256(terms or DEFAULT_TERMS)}
+    for unit in units:
+        path = Path(unit)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        stats = [f.stat() for f in files]
+        found[f"input {unit}"] = (f"{sum(s.st_size for s in stats)} bytes, modified "
+                                  f"{max((s.st_mtime_ns for s in stats), default=0)}")
+    return found
+
+
+def _run_filter(
     inputs: list[str],
     out: str | Path,
     text_field: str = "text",
@@ -184,7 +209,11 @@ def run_filter(
         previous = json.loads(config_path.read_text())
         if previous.get("settings_hash") != _settings_hash(settings):
             raise UserError(f"{out} holds a filter run with other settings; use a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    from alignpt.common import refuse_changed_inputs
+
+    if terms and not Path(terms).is_file():
+        raise UserError(f"term list not found: {terms}")
+    refuse_changed_inputs(out, _input_fingerprints(units, terms), "filter run")
     config_path.write_text(json.dumps({"settings": settings,
                                        "settings_hash": _settings_hash(settings),
                                        "replace": replace, "replace_by": replace_by,

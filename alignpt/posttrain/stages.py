@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from alignpt import __version__
+from alignpt.common import content_sha256, refuse_changed_inputs
 from alignpt.errors import UserError
 from alignpt.measure.harness import file_sha256
 from alignpt.posttrain.chat import ensure_chat_template
@@ -86,6 +87,22 @@ def _last_checkpoint(folder: Path) -> str | None:
         else:
             shutil.rmtree(ckpt)
     return str(max(complete)[1]) if complete else None
+
+
+def _stage_inputs(cfg: PostTrainConfig) -> dict[str, str]:
+    """Content hashes of what a stage is made from: a rerun with changed data or starting
+    weights must not reuse the finished (or half-finished) stage."""
+    from alignpt.posttrain.records import BUNDLED_DATA, bundled_path
+
+    inputs = {}
+    data = bundled_path(cfg.data) if cfg.data in BUNDLED_DATA else Path(cfg.data)
+    if data.exists():  # hub datasets are named by the config alone
+        inputs["data file"] = content_sha256(data)
+    start = Path(cfg.model)
+    weights = sorted(start.glob("*.safetensors")) if start.is_dir() else []
+    if weights:
+        inputs["starting model's weights"] = ",".join(content_sha256(w)[:16] for w in weights)
+    return inputs
 
 
 def _is_main_process() -> bool:
@@ -203,6 +220,7 @@ def run_stage(cfg: PostTrainConfig, log: Log = print, callbacks: Sequence = ()) 
         raise UserError(f"{folder} holds a {cfg.stage} run with another config "
                         f"(see {config_path}); choose a new --out or delete it")
     config_path.write_text(config_text, encoding="utf-8")
+    refuse_changed_inputs(folder, _stage_inputs(cfg), f"{cfg.stage} run")
     if report_path.exists():
         log(f"{cfg.stage}: done already in {folder}")
         return json.loads(report_path.read_text(encoding="utf-8"))

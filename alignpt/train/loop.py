@@ -7,9 +7,12 @@ The learning rate warms up linearly over ``warmup_frac`` of the steps, then foll
 from ``max_lr`` to ``min_lr``.
 
 Checkpoints are Hugging Face folders ``OUT/checkpoints/step-000100/`` (safetensors, config,
-tokenizer) plus ``trainer_state.pt`` (optimizer state, step, tokens seen); they are written to a
-temporary folder and renamed, and ``OUT/checkpoints/latest`` names the newest. A rerun of the
-same command resumes from it and, on CPU, ends with the same weights as an uninterrupted run.
+tokenizer) plus ``trainer_state.pt`` (optimizer state, step, tokens seen) and ``checksums.json``
+(every file's SHA-256); they are written to a temporary folder and renamed, and
+``OUT/checkpoints/latest`` names the newest. A rerun of the same command resumes from the newest
+checkpoint that matches its checksums and loads (a corrupt newer one is passed over, saying
+why) and, on CPU, ends with the same weights as an uninterrupted run. A rerun with another
+config or other packed data is refused (``refuse_another_run``).
 ``OUT/metrics.jsonl`` gets loss, learning rate, tokens/s, MFU (on GPUs) and, when configured,
 the misalignment rate (with SE) of each checkpoint.
 """
@@ -21,6 +24,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,18 +73,118 @@ def flops_per_token(model, seq_len: int) -> float:
     return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
 
 
-def _latest(checkpoints: Path) -> Path | None:
-    pointer = checkpoints / "latest"
-    if pointer.exists():
-        path = checkpoints / pointer.read_text().strip()
-        if (path / "trainer_state.pt").exists():
-            return path
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder: Path) -> None:
+    """Record every file's SHA-256 in ``folder/checksums.json`` (verified when resuming)."""
+    from alignpt.common import content_sha256
+
+    sums = {f.name: content_sha256(f) for f in sorted(folder.iterdir())
+            if f.is_file() and f.name != CHECKSUMS}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
+
+
+def _checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (None: it can): missing files, or files that
+    differ from the checksums written with it."""
+    from alignpt.common import content_sha256
+
+    for name in ("model.safetensors", "trainer_state.pt", "config.json"):
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    sums_path = folder / CHECKSUMS
+    if not sums_path.is_file():
+        return None  # written before checksums existed: loading it is the test
+    try:
+        sums = json.loads(sums_path.read_text())
+    except ValueError:
+        return f"{CHECKSUMS} is unreadable"
+    for name, expected in sums.items():
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+        if content_sha256(folder / name) != expected:
+            return f"{name} does not match its checksum (truncated or corrupt)"
     return None
 
 
-def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None) -> dict:
+def _load_resume_point(checkpoints: Path, log):
+    """(folder, model, trainer state) of the newest checkpoint that is complete and loads, or
+    None. A corrupt newer one is passed over, saying which and why."""
+    from transformers import AutoModelForCausalLM
+
+    found = sorted((p for p in checkpoints.glob("step-*") if p.is_dir()), reverse=True)
+    passed_over: list[str] = []
+    for folder in found:
+        problem = _checkpoint_problem(folder)
+        if problem is None:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True,
+                                                             dtype=torch.float32)
+                state = torch.load(folder / "trainer_state.pt", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any failure to load means: not this one
+                problem = f"it does not load ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            else:
+                if passed_over:
+                    log(f"resuming from {folder.name} instead: " + "; ".join(passed_over))
+                return folder, model, state
+        passed_over.append(f"{folder.name} is unusable: {problem}")
+    if passed_over:
+        log("no usable checkpoint, starting from scratch: " + "; ".join(passed_over))
+    return None
+
+
+# Settings that change how a run is logged or kept, not what it computes: a rerun may change them.
+OPERATIONAL_KEYS = ("log_every", "save_every", "keep_checkpoints", "eval", "peak_flops")
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refuse_another_run(out: Path, cfg: TrainConfig, inputs: dict[str, str]) -> None:
+    """A rerun into a folder with checkpoints resumes them, so it must be the same run: the
+    same config (bar logging and keeping settings) and the same packed data and start weights."""
+    from alignpt.common import refuse_changed_inputs
+
+    config_path = out / "config.json"
+    if config_path.exists() and any((out / "checkpoints").glob("step-*")):
+        previous = _flat(json.loads(config_path.read_text(encoding="utf-8")))
+        current = _flat(json.loads(cfg.model_dump_json()))
+        differing = [k for k in sorted(set(previous) | set(current))
+                     if previous.get(k) != current.get(k)
+                     and k.split(".")[0] not in OPERATIONAL_KEYS]
+        if differing:
+            key = differing[0]
+            raise UserError(f"{out} holds a training run with {key}={previous.get(key)!r}, not "
+                            f"{current.get(key)!r}; choose a new out or delete it")
+    refuse_changed_inputs(out, inputs, "training run")
+
+
+def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
     """Run (or resume) one stage; ``stop_after`` ends this call after that many steps, as a
-    kill would (used to test resumption)."""
+    kill would (used to test resumption). The first process holds the output folder's lock;
+    ``log`` gets notes such as a corrupt checkpoint passed over (default: stderr)."""
+    import os
+    import sys
+
+    from alignpt.common import output_lock
+
+    log = log or (lambda message: print(message, file=sys.stderr))
+    first = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(cfg.out, "train", log=log) if first else contextlib.nullcontext():
+        return _train(cfg, progress_factory, stop_after, log)
+
+
+def _train(cfg: TrainConfig, progress_factory, stop_after: int | None,
+           log: Callable[[str], None]) -> dict:
     from accelerate import Accelerator
     from transformers.utils import logging as hf_logging
 
@@ -104,16 +208,20 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
 
     out = Path(cfg.out)
     checkpoints = out / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    resume = _latest(checkpoints)
-    tokenizer_dir = Path(cfg.data) / "tokenizer"
-    if resume is not None:
-        from transformers import AutoModelForCausalLM
+    inputs = {"packed data": str(data.index.get("sha256"))}
+    init_from = Path(cfg.model.init_from) if cfg.model.init_from else None
+    if init_from is not None and init_from.is_dir():
+        from alignpt.common import content_sha256
 
-        model = AutoModelForCausalLM.from_pretrained(resume, use_safetensors=True,
-                                                     dtype=torch.float32)
-    else:
-        model = build_model(cfg, data.index["vocab_size"], seq_len)
+        inputs["init_from weights"] = ",".join(
+            content_sha256(w)[:16] for w in sorted(init_from.glob("*.safetensors")))
+    if accelerator.is_main_process:
+        refuse_another_run(out, cfg, inputs)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    loaded = _load_resume_point(checkpoints, log)
+    state = loaded[2] if loaded else None
+    tokenizer_dir = Path(cfg.data) / "tokenizer"
+    model = loaded[1] if loaded else build_model(cfg, data.index["vocab_size"], seq_len)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -121,8 +229,7 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.max_lr, betas=cfg.betas, fused=torch.cuda.is_available())
     step, tokens_seen = 0, 0
-    if resume is not None:
-        state = torch.load(resume / "trainer_state.pt", weights_only=True)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, tokens_seen = state["step"], state["tokens"]
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -146,6 +253,7 @@ def train(cfg: TrainConfig, progress_factory=None, stop_after: int | None = None
             torch.save({"optimizer": optimizer.state_dict(), "step": at_step,
                         "tokens": tokens_seen, "alignpt_version": __version__},
                        tmp / "trainer_state.pt")
+            write_checksums(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             (checkpoints / "latest.tmp").write_text(name)
