@@ -13,6 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from alignpt import __version__
+from alignpt.common import (
+    check_output_file,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    probability,
+    share_fraction,
+)
 from alignpt.errors import UserError
 
 console = Console(stderr=True)
@@ -71,9 +79,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise UserError("--model is required (or use --export-lm-eval DIR)")
-    if args.out:  # before the scoring, not after it: a late failure would lose the results
-        from alignpt.common import check_output_file
+    if args.device and args.device.startswith("cuda"):
+        import torch
 
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA GPU is available here "
+                            "(leave --device out to use the CPU)")
+    if args.out:  # before the scoring, not after it: a late failure would lose the results
         check_output_file(args.out, [args.suite, args.exclude])
     from alignpt.measure.harness import evaluate
 
@@ -200,6 +212,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from alignpt.measure.aggregate import aggregate
     from alignpt.results import write_result
 
+    _check_aggregate_inputs(args.results)
     result = aggregate(args.results, max_non_match=args.max_non_match)
     for i in result.inputs:
         note = f"dropped: {i.dropped}" if i.dropped else f"weight {i.weight:.1f}"
@@ -209,6 +222,29 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     if args.out:
         write_result(args.out, result)
     return 0 if result.n_used else 1
+
+
+def _check_aggregate_inputs(paths: list[str]) -> None:
+    """One file counted twice, or letter and option results averaged together, would make a
+    wrong number silently: both are refused."""
+    seen: dict[Path, str] = {}
+    scorings: dict[str, str] = {}
+    for name in paths:
+        path = Path(name)
+        key = path.resolve()
+        if key in seen:
+            raise UserError(f"{name} is given twice (also as {seen[key]}); each result counts "
+                            "once")
+        seen[key] = name
+        try:
+            scoring = json.loads(path.read_text(encoding="utf-8")).get("scoring")
+        except (OSError, ValueError, AttributeError):
+            continue  # aggregate() names unreadable files itself
+        if scoring:
+            scorings[name] = scoring
+    if len(set(scorings.values())) > 1:
+        listed = ", ".join(f"{n} ({s})" for n, s in scorings.items())
+        raise UserError(f"results of different scorings cannot be combined: {listed}")
 
 
 # -- filter --
@@ -427,6 +463,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                       args.verbose)
 
 
+def check_study(cfg) -> None:
+    """Validate the parts of a study config that the study's own schema keeps as free
+    mappings (post-training's sft and dpo settings) before the first stage runs: an error
+    there after an hour of training would waste the hour."""
+    from alignpt.posttrain.config import PostEvalConfig, PostTrainConfig
+    from alignpt.train.config import validate_config
+
+    if cfg.posttrain is None:
+        return
+    pt, where = cfg.posttrain, "study config"
+    ev = validate_config(PostEvalConfig, {"suite": cfg.suite, "split": pt.split,
+                                          "scoring": pt.scoring,
+                                          "system_prompts": pt.system_prompts},
+                         where, prefix="posttrain.")
+    for stage in ("sft", "dpo"):
+        validate_config(PostTrainConfig, {**getattr(pt, stage), "stage": stage, "model": "-",
+                                          "out": "-", "eval": ev.model_dump()},
+                        where, prefix=f"posttrain.{stage}.")
+
+
 def _ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
     rate, interval = entry.get(key), entry.get(ci)
     if rate is None:
@@ -460,6 +516,7 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
                verbose: bool = False) -> int:
     from alignpt.study.run import run_study
 
+    check_study(cfg)
     plan = run_study(cfg, out, dry_run=True)
     if dry_run:
         if as_json:
@@ -473,6 +530,8 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
         out_console.print(f"{len(plan['stages'])} stages, {len(cached)} cached")
         return 0
     from alignpt.common import output_lock
+
+    check_study(cfg)
 
     with output_lock(out, "study", log=_log):  # two studies into one folder would collide
         results = _run_with_progress(cfg, Path(out), plan, verbose)
@@ -523,8 +582,8 @@ def backend_options(p: argparse.ArgumentParser, concurrency: int,
     p.add_argument("--model", help="served model (openai), model name (batch), or HF model")
     p.add_argument("--url", help="OpenAI-compatible base URL (openai backend)")
     p.add_argument("--batch-dir", help="where batch requests/results files live (batch)")
-    p.add_argument("--concurrency", type=int, default=concurrency)
-    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--concurrency", type=positive_int, default=concurrency)
+    p.add_argument("--max-retries", type=non_negative_int, default=5)
 
 
 def _backend(args: argparse.Namespace):
@@ -558,13 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="letter/option scoring through the chat template (chat models)")
     ev.add_argument("--out", help="results JSON path (choices go beside it)")
     ev.add_argument("--exclude", help="file of item ids to leave out, one per line")
-    ev.add_argument("--limit", type=int, help="only the first N items")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-new-tokens", type=int, default=24)
+    ev.add_argument("--limit", type=positive_int, help="only the first N items")
+    ev.add_argument("--batch-size", type=positive_int, default=16)
+    ev.add_argument("--max-new-tokens", type=positive_int, default=24)
     ev.add_argument("--device")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--served-model", help="model name on the endpoint (default: first listed)")
-    ev.add_argument("--max-retries", type=int, default=5,
+    ev.add_argument("--max-retries", type=non_negative_int, default=5,
                     help="endpoint: retries on 429, 5xx and connection errors")
     ev.add_argument("--export-lm-eval", metavar="DIR",
                     help="write lm-evaluation-harness tasks for the suite instead of evaluating")
@@ -598,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser("aggregate", help="combine eval results over seeds or checkpoints")
     ag.add_argument("results", nargs="+")
-    ag.add_argument("--max-non-match", type=float, default=0.2)
+    ag.add_argument("--max-non-match", type=probability, default=0.2)
     ag.add_argument("--out")
     ag.set_defaults(func=cmd_aggregate)
 
@@ -617,8 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     term_options(fr)
     fr.add_argument("--engine", default="auto", choices=["auto", "hyperscan", "ahocorasick",
                                                          "python"])
-    fr.add_argument("--workers", type=int, default=1)
-    fr.add_argument("--tasks", type=int, help="datatrove tasks (default: from inputs/workers)")
+    fr.add_argument("--workers", type=positive_int, default=1)
+    fr.add_argument("--tasks", type=positive_int,
+                    help="datatrove tasks (default: from inputs/workers)")
     fr.add_argument("--executor", default="local", choices=["local", "slurm", "ray"])
     fr.add_argument("--slurm-partition")
     fr.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
@@ -641,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     mx = sub.add_parser("mix", help="insert documents at a token share and placement")
     mx.add_argument("--base", nargs="+", required=True)
     mx.add_argument("--add", action="append", required=True, help="documents to insert")
-    mx.add_argument("--share", action="append", type=float, required=True,
+    mx.add_argument("--share", action="append", type=share_fraction, required=True,
                     help="share of the stage's tokens, one per --add")
     mx.add_argument("--placement", default="uniform", help="uniform | late:FRACTION")
     mx.add_argument("--out", required=True)
@@ -654,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     tksub = tk.add_subparsers(dest="tokenizer_command", required=True)
     tt = tksub.add_parser("train")
     tt.add_argument("--corpus", nargs="+", required=True)
-    tt.add_argument("--vocab-size", type=int, default=8192)
+    tt.add_argument("--vocab-size", type=positive_int, default=8192)
     tt.add_argument("--out", required=True)
     tt.add_argument("--text-field", default="text")
     tt.set_defaults(func=cmd_tokenizer_train)
@@ -662,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     tz = sub.add_parser("tokenize", help="pack a mix into fixed-length token shards")
     tz.add_argument("mix", help="a mix folder or JSONL/Parquet input")
     tz.add_argument("--tokenizer", required=True)
-    tz.add_argument("--seq-len", type=int, default=2048)
+    tz.add_argument("--seq-len", type=positive_int, default=2048)
     tz.add_argument("--out", required=True)
     tz.add_argument("--text-field", default="text")
     tz.set_defaults(func=cmd_tokenize)
@@ -703,15 +763,17 @@ def build_parser() -> argparse.ArgumentParser:
     suite_source_options(sr)
     sr.add_argument("--split", default="articles", choices=["articles", "heldout", "all"])
     sr.add_argument("--side", default="aligned", choices=["aligned", "misaligned", "both"])
-    sr.add_argument("--per-item", type=int, default=4)
+    sr.add_argument("--per-item", type=positive_int, default=4)
     backend_options(sr, concurrency=16)
     sr.add_argument("--surface-forms", help="comma-separated subset of the surface forms")
     sr.add_argument("--seed", type=int, default=0)
-    sr.add_argument("--max-docs", type=int)
-    sr.add_argument("--max-tokens", type=int, default=1024)
-    sr.add_argument("--temperature", type=float, default=0.7)
-    sr.add_argument("--price-in", type=float, default=0.0, help="USD per 1M input tokens")
-    sr.add_argument("--price-out", type=float, default=0.0, help="USD per 1M output tokens")
+    sr.add_argument("--max-docs", type=positive_int)
+    sr.add_argument("--max-tokens", type=positive_int, default=1024)
+    sr.add_argument("--temperature", type=non_negative_float, default=0.7)
+    sr.add_argument("--price-in", type=non_negative_float, default=0.0,
+                    help="USD per 1M input tokens")
+    sr.add_argument("--price-out", type=non_negative_float, default=0.0,
+                    help="USD per 1M output tokens")
     sr.add_argument("--out", required=True)
     sr.set_defaults(func=cmd_synth_run)
     sc = sysub.add_parser("check", help="leakage, near-duplicates, lengths, coverage")
@@ -723,15 +785,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--judge-sample", type=int,
                     help="judge a seeded random sample of this many documents (default: all)")
     sc.add_argument("--judge-seed", type=int, default=0)
-    sc.add_argument("--judge-max-tokens", type=int, default=16)
+    sc.add_argument("--judge-max-tokens", type=positive_int, default=16)
     sc.set_defaults(func=cmd_synth_check)
 
     qs = sub.add_parser("questions", help="write a suite from source texts with an LLM")
     qs.add_argument("--sources", required=True, help="a folder (or file) of txt/md/html/pdf")
     backend_options(qs, concurrency=8)
-    qs.add_argument("--per-source", type=int, default=5)
+    qs.add_argument("--per-source", type=positive_int, default=5)
     qs.add_argument("--split", default="heldout", choices=["articles", "heldout"])
-    qs.add_argument("--max-tokens", type=int, default=4096,
+    qs.add_argument("--max-tokens", type=positive_int, default=4096,
                     help="reply length limit per source (small local models: lower it)")
     qs.add_argument("--out", required=True)
     qs.set_defaults(func=cmd_questions)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -156,6 +157,26 @@ def check_output_file(out: str | Path, inputs: list[str | Path | None] = (),
     return out
 
 
+# -- secrets --
+_AUTH_PATTERNS = [
+    # "Authorization: Bearer x", "authorization": "Bearer x", 'Authorization': 'x', ...
+    re.compile(r"(?i)(authorization\W{0,4}\s*[:=]\s*\W{0,2})(bearer\s+)?[^\s\"',}\]]+"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(x-api-key\W{0,4}\s*[:=]\s*\W{0,2})[^\s\"',}\]]+"),
+]
+
+
+def scrub_secrets(text: str, secrets: list[str] = ()) -> str:
+    """``text`` with the given secret values and anything that looks like a credential header
+    replaced by ``[redacted]``: servers echo requests back in error bodies."""
+    for pattern in _AUTH_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "[redacted]", text)
+    for secret in secrets:  # also where no header name gives it away
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
 # -- argument types --
 def positive_int(text: str) -> int:
     try:
@@ -187,7 +208,7 @@ def finite_float(text: str) -> float:
     return value
 
 
-def share(text: str) -> float:
+def share_fraction(text: str) -> float:
     value = finite_float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")

@@ -257,3 +257,183 @@ def test_the_study_and_training_hold_their_output_folder(packed, tmp_path, capsy
 
         with pytest.raises(Exception, match="in use by another alignpt process"):
             train(_train_config(packed, train_out, max_steps=2))
+
+
+# -- g. arguments and configs validated up front --
+@pytest.mark.parametrize("argv, flag", [
+    (["eval", "--model", "m", "--batch-size", "0"], "--batch-size"),
+    (["eval", "--model", "m", "--limit", "-2"], "--limit"),
+    (["eval", "--model", "m", "--max-retries", "-1"], "--max-retries"),
+    (["filter", "in.jsonl", "--out", "o", "--workers", "0"], "--workers"),
+    (["synth", "--suite", "starter", "--out", "o", "--concurrency", "0"], "--concurrency"),
+    (["synth", "--suite", "starter", "--out", "o", "--max-retries", "-1"], "--max-retries"),
+    (["tokenize", "mix", "--tokenizer", "t", "--out", "o", "--seq-len", "0"], "--seq-len"),
+    (["mix", "--base", "b", "--add", "a", "--share", "nan", "--out", "o"], "--share"),
+])
+def test_bad_flags_are_refused_by_the_parser(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, key", [
+    ("micro_batch_size=0", "micro_batch_size"),
+    ("max_lr=-0.001", "max_lr"),
+    ("min_lr=0.1", "min_lr"),  # above max_lr
+    ("seq_len=0", "seq_len"),
+])
+def test_bad_training_configs_name_the_key(tmp_path, capsys, override, key):
+    path = tmp_path / "train.yaml"
+    path.write_text(f"out: {tmp_path / 'run'}\ndata: {tmp_path / 'nowhere'}\nmax_lr: 0.01\n")
+    assert main(["train", str(path), "--set", override]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and key in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_posttrain_config_refuses_a_negative_lr(tiny_model, tmp_path, capsys):
+    assert main(["posttrain", "sft", "--model", str(tiny_model), "--data", "sft",
+                 "--out", str(tmp_path / "o"), "--set", "lr=-1e-5"]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "lr" in errors[0]
+
+
+def test_eval_on_cuda_without_a_gpu_is_one_line(tiny_model, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["eval", "--model", str(tiny_model), "--device", "cuda"]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "--device cuda" in errors[0]
+
+
+@pytest.mark.parametrize("section, key", [
+    ("posttrain:\n  sft: {data: sft, lr: -1}\n", "posttrain.sft.lr"),
+    ("midtrain: {micro_batch_size: 0}\n", "midtrain.micro_batch_size"),
+    ("seq_len: 0\n", "seq_len"),
+])
+def test_the_whole_study_config_is_checked_before_any_stage(tmp_path, capsys, section, key):
+    config = tmp_path / "study.yaml"
+    config.write_text("seeds: [0]\n" + section)
+    out = tmp_path / "study"
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and key in errors[0]
+    assert not out.exists() or not any(p.name != ".alignpt.lock" for p in out.iterdir())
+
+
+def _result(path: Path, scoring: str, rate: float) -> Path:
+    path.write_text(json.dumps({
+        "kind": "eval", "metric": "misalignment_rate", "scoring": scoring, "rate": rate,
+        "sem": 0.05, "non_match_rate": 0.0, "n_items": 50, "formats": []}))
+    return path
+
+
+def test_aggregate_refuses_a_file_twice_and_mixed_scorings(tmp_path, capsys):
+    letter = _result(tmp_path / "a.json", "letter", 0.2)
+    other = _result(tmp_path / "b.json", "letter", 0.3)
+    option = _result(tmp_path / "c.json", "option", 0.6)
+    assert main(["aggregate", str(letter), str(tmp_path / "." / "a.json")]) == 2
+    assert "given twice" in _error_lines(capsys)[0]
+    assert main(["aggregate", str(letter), str(other), str(option)]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "scorings" in errors[0] and "c.json (option)" in errors[0]
+
+
+def test_suite_import_refuses_to_write_over_an_input(tmp_path, capsys):
+    from tests.conftest import scenario
+
+    source = write_lines(tmp_path / "study.jsonl", [scenario(i) for i in range(3)])
+    before = source.read_text()
+    assert main(["suite", "import", str(source), "--format", "study", "--out",
+                 str(source)]) == 2
+    errors = _error_lines(capsys)
+    assert len(errors) == 1 and "--out is this input file" in errors[0]
+    assert source.read_text() == before
+
+
+def test_retry_after_is_capped():
+    import httpx
+
+    from alignpt.llm.openai_compat import MAX_RETRY_AFTER_S, _retry_after
+
+    response = httpx.Response(429, headers={"Retry-After": "100000"})
+    assert _retry_after(response) == MAX_RETRY_AFTER_S <= 60
+
+
+# -- h. paid work written as it arrives; secrets scrubbed --
+def test_each_response_is_in_the_cache_before_the_next_is_awaited(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_synth import DocServer
+
+    suite = write_lines(tmp_path / "suite.jsonl",
+                        [r.model_dump() for r in __import__(
+                            "alignpt.suite.schema", fromlist=["load_suite"]
+                        ).load_suite("bundled").items[:6]])
+    out = tmp_path / "docs"
+
+    def stall_after_ten(n, body):
+        if n > 10:
+            time.sleep(30)  # the run is killed while this request is in flight
+
+    with DocServer(stall_after_ten) as server:
+        script = (f"import sys; from alignpt.cli import main; sys.exit(main(['synth', "
+                  f"'--suite', {str(suite)!r}, '--split', 'all', '--side', 'both', "
+                  f"'--backend', 'openai', '--url', {server.url!r}, '--model', 'm', "
+                  f"'--concurrency', '1', '--out', {str(out)!r}]))")
+        run = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+        try:
+            deadline = time.time() + 60
+            while server.count <= 10 and time.time() < deadline and run.poll() is None:
+                time.sleep(0.05)
+            time.sleep(0.5)  # the tenth reply reaches the client and is written
+        finally:
+            run.kill()
+            run.wait()
+    cached = (out / "cache.jsonl").read_text().splitlines()
+    assert len(cached) == 10  # everything answered before the kill, nothing lost
+
+
+def test_secrets_echoed_by_a_server_are_scrubbed(tmp_path, capsys, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+
+    class Echo(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": "invalid key", "request": {
+                "headers": {"Authorization": self.headers["Authorization"]}},
+                "hint": f"key {secret} was rejected"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        suite = write_lines(tmp_path / "suite.jsonl", [r.model_dump() for r in __import__(
+            "alignpt.suite.schema", fromlist=["load_suite"]).load_suite("bundled").items[:1]])
+        out = tmp_path / "docs"
+        code = main(["synth", "--suite", str(suite), "--split", "all", "--backend", "openai",
+                     "--url", f"http://127.0.0.1:{httpd.server_address[1]}/v1", "--model", "m",
+                     "--per-item", "1", "--max-retries", "0", "--out", str(out)])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    captured = capsys.readouterr()
+    failures = (out / "failures.jsonl").read_text()
+    assert code == 1 and "HTTP 401" in failures and "[redacted]" in failures
+    for text in (failures, captured.err, captured.out):
+        assert secret not in text and "Bearer" not in text

@@ -18,6 +18,7 @@ import httpx
 from alignpt.errors import UserError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_S = 60.0
 
 
 def is_endpoint(model: str) -> bool:
@@ -36,6 +37,14 @@ class ChatClient:
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        if self.concurrency < 1 or self.max_retries < 0:
+            raise UserError(f"concurrency must be at least 1 (got {self.concurrency}) and "
+                            f"max_retries at least 0 (got {self.max_retries})")
+
+    def _scrub(self, text: str) -> str:
+        from alignpt.common import scrub_secrets
+
+        return scrub_secrets(text, [os.environ.get(self.api_key_env) or ""])
 
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.api_key_env)
@@ -48,7 +57,8 @@ class ChatClient:
             try:
                 response = await client.request(method, url, headers=self._headers(), **kw)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                last = f"{type(exc).__name__}: {self._scrub(str(exc))}" if str(exc) \
+                    else type(exc).__name__
                 wait = None
             else:
                 if response.status_code < 400:
@@ -56,7 +66,8 @@ class ChatClient:
                         return response.json()
                     except ValueError as exc:
                         raise UserError(f"{method} {url}: response is not JSON") from exc
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                # Servers may echo the request (headers too): scrub before cutting to 200.
+                last = f"HTTP {response.status_code}: {self._scrub(response.text)[:200]}"
                 if response.status_code not in RETRY_STATUS:
                     raise UserError(f"{method} {url} failed: {last}")
                 wait = _retry_after(response)
@@ -78,7 +89,7 @@ class ChatClient:
 
     name = "openai"
 
-    async def _generate_all(self, requests, progress):
+    async def _generate_all(self, requests, progress, on_result=None):
         from alignpt.llm.base import GenResult
 
         limits = httpx.Limits(max_connections=self.concurrency)
@@ -105,15 +116,18 @@ class ChatClient:
                         result = GenResult(request.custom_id, None,
                                            f"POST {self.base_url}/chat/completions: unexpected "
                                            f"reply shape for request {request.custom_id}")
+                    if on_result is not None:  # e.g. synth's cache: written as it arrives
+                        on_result(result)
                     if progress is not None:
                         progress(1)
                     return result
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    def generate(self, requests, progress=None):
-        """One result per request; a request that fails after all retries gets an error."""
-        return asyncio.run(self._generate_all(requests, progress))
+    def generate(self, requests, progress=None, on_result=None):
+        """One result per request; a request that fails after all retries gets an error.
+        ``on_result(result)`` is called as each one finishes."""
+        return asyncio.run(self._generate_all(requests, progress, on_result))
 
     def chat(
         self,
@@ -139,6 +153,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        # Capped: a server asking for a day's wait would otherwise hang the run silently.
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
     except ValueError:
         return None

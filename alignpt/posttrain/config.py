@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+)
 
 from alignpt.train.config import apply_overrides, read_yaml, validate_config
 
@@ -34,9 +41,9 @@ class PostEvalConfig(BaseModel):
     split: Literal["articles", "heldout", "all"] = "articles"
     scoring: Literal["generate", "letter", "option"] = "generate"
     system_prompts: list[str] = ["none", "ai", "helpful", "hhh"]
-    limit: int | None = None  # first N items (quick checks)
-    batch_size: int = 16
-    max_new_tokens: int = 8
+    limit: PositiveInt | None = None  # first N items (quick checks)
+    batch_size: PositiveInt = 16
+    max_new_tokens: PositiveInt = 8
 
 
 class PostTrainConfig(BaseModel):
@@ -48,24 +55,24 @@ class PostTrainConfig(BaseModel):
     data_split: str = "train"
     out: str
     seed: int = 0
-    limit: int | None = None  # use only the first N valid examples
-    epochs: float | None = None
+    limit: PositiveInt | None = None  # use only the first N valid examples
+    epochs: PositiveFloat | None = None
     max_steps: int = -1  # > 0 overrides epochs
-    lr: float | None = None
+    lr: PositiveFloat | None = None
     schedule: str | None = None  # any transformers scheduler name: cosine, linear, constant...
-    warmup_ratio: float | None = None
-    weight_decay: float = 0.0
-    batch_size: int = 8  # per device
-    grad_accum: int = 1
-    max_length: int = 2048
+    warmup_ratio: float | None = Field(None, ge=0, le=1)
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 8  # per device
+    grad_accum: PositiveInt = 1
+    max_length: PositiveInt = 2048
     loss: Literal["all", "assistant"] = "all"  # SFT-like stages: tokens that carry loss
     beta: float = 5.0  # DPO
     precompute_ref: bool = True  # DPO: reference log-probs once, no second model in memory
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    save_every: float | None = None  # steps, or a fraction of the run (< 1); 0 = end only
+    save_every: NonNegativeFloat | None = None  # steps, or a fraction of the run (< 1); 0: end
     keep_checkpoints: int | None = 2  # tamper keeps all: each one is evaluated
     chat_template: str | None = None  # Jinja text or file; default ChatML if the model has none
-    log_every: int = 10
+    log_every: PositiveInt = 10
     eval: PostEvalConfig | None = Field(default_factory=PostEvalConfig)
 
     def resolved(self) -> PostTrainConfig:

@@ -12,6 +12,7 @@ the manifest and retried by the next run.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import random
 import statistics
@@ -25,7 +26,7 @@ from alignpt.llm.base import Backend, GenRequest, Pricing
 from alignpt.suite.schema import load_suite
 from alignpt.synth.forms import SURFACE_FORMS, instruction
 
-CHUNK = 64  # requests sent to the backend between cache flushes
+CHUNK = 64  # requests handed to the backend at a time
 
 
 def plan(items, sides: list[str], per_item: int, forms: list[str], seed: int,
@@ -91,26 +92,41 @@ def synth(suite: str, out: str | Path, backend: Backend, split: str = "articles"
     usage = Counter()
     task = progress(len(pending)) if progress else None
     with cache_path.open("a", encoding="utf-8") as fh:
+        jobs_by_key = {job[0]: job for job in pending}
+        done: set[str] = set()
+
+        def keep(result) -> None:
+            """Record one finished request at once (paid work is never held in memory)."""
+            key, item, s, f, k = jobs_by_key[result.custom_id]
+            if key in done:
+                return
+            done.add(key)
+            usage["input"] += result.input_tokens
+            usage["output"] += result.output_tokens
+            if result.text is None or not result.text.strip():
+                failures.append({"id": key, "item_id": item.id, "side": s, "form": f,
+                                 "index": k, "error": result.error or "empty reply"})
+                return
+            row = {"id": key, "item_id": item.id, "side": s, "surface_form": f,
+                   "index": k, "text": result.text.strip(), "backend": backend.name,
+                   "model": model, "seed": seed,
+                   "n_tokens": len(result.text.split())}
+            cache[key] = row
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+
+        # Backends that can report each result as it arrives (the HTTP client) get ``keep``
+        # as their ``on_result``; the others' results are kept when their batch returns.
+        streams = "on_result" in inspect.signature(backend.generate).parameters
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start:start + CHUNK]
             requests = [GenRequest(key, instruction(item, s, f), max_tokens, temperature, seed,
                                    meta={"item": item, "side": s, "form": f, "index": k})
                         for key, item, s, f, k in chunk]
-            results = backend.generate(requests, progress=task)
-            for (key, item, s, f, k), result in zip(chunk, results, strict=True):
-                usage["input"] += result.input_tokens
-                usage["output"] += result.output_tokens
-                if result.text is None or not result.text.strip():
-                    failures.append({"id": key, "item_id": item.id, "side": s, "form": f,
-                                     "index": k, "error": result.error or "empty reply"})
-                    continue
-                row = {"id": key, "item_id": item.id, "side": s, "surface_form": f,
-                       "index": k, "text": result.text.strip(), "backend": backend.name,
-                       "model": model, "seed": seed,
-                       "n_tokens": len(result.text.split())}
-                cache[key] = row
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
+            extra = {"on_result": keep} if streams else {}
+            results = backend.generate(requests, progress=task, **extra)
+            for result in results:
+                keep(result)
     documents = [cache[key] for key, *_ in keyed if key in cache]
     tmp = out / "documents.jsonl.tmp"
     with tmp.open("w", encoding="utf-8") as fh:

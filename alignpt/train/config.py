@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from alignpt.errors import UserError
 
@@ -30,9 +40,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: str = "tiny"
-    hidden_size: int | None = None  # overrides of the preset
-    num_layers: int | None = None
-    num_heads: int | None = None
+    hidden_size: PositiveInt | None = None  # overrides of the preset
+    num_layers: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
     rotary_pct: float = 0.25
     max_position_embeddings: int | None = None  # default: seq_len (rotary extrapolates beyond)
     init_from: str | None = None  # an HF folder or hub name: midtraining / continued training
@@ -51,7 +61,7 @@ class EvalConfig(BaseModel):
     split: Literal["articles", "heldout", "all"] = "all"
     scorings: list[Literal["letter", "option"]] = ["letter", "option"]
     system_prompt: str = "none"
-    every: int = 0  # steps; 0 = only at the end
+    every: NonNegativeInt = 0  # steps; 0 = only at the end
 
 
 class TrainConfig(BaseModel):
@@ -62,23 +72,31 @@ class TrainConfig(BaseModel):
     out: str
     data: str  # a packed folder (alignpt tokenize)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    seq_len: int | None = None  # default: the packed data's
-    global_batch_tokens: int = 16384
-    micro_batch_size: int = 8
-    max_steps: int | None = None  # default: one pass over the data
-    max_lr: float = 3e-4
-    min_lr: float = 1.2e-5
-    warmup_frac: float = 0.01
-    weight_decay: float = 0.1
+    seq_len: PositiveInt | None = None  # default: the packed data's
+    global_batch_tokens: PositiveInt = 16384
+    micro_batch_size: PositiveInt = 8
+    max_steps: PositiveInt | None = None  # default: one pass over the data
+    max_lr: PositiveFloat = 3e-4
+    min_lr: NonNegativeFloat = 1.2e-5
+    warmup_frac: float = Field(0.01, ge=0, le=1)
+    weight_decay: NonNegativeFloat = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
+    grad_clip: NonNegativeFloat = 1.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    save_every: int = 0  # steps; 0 = only at the end
-    keep_checkpoints: int = 3
-    log_every: int = 10
+    save_every: NonNegativeInt = 0  # steps; 0 = only at the end
+    keep_checkpoints: PositiveInt = 3
+    log_every: PositiveInt = 10
     seed: int = 0
     eval: EvalConfig | None = None
-    peak_flops: float | None = None  # per device, for MFU; detected for common GPUs
+    peak_flops: PositiveFloat | None = None  # per device, for MFU; detected for common GPUs
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> TrainConfig:
+        if self.min_lr > self.max_lr:
+            raise ValueError(f"min_lr {self.min_lr} is above max_lr {self.max_lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
+        return self
 
 
 def _set_path(data: dict, dotted: str, raw: str) -> None:
@@ -114,11 +132,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def validate_config(cls: type[BaseModel], data: dict, where: str | Path):
+def validate_config(cls: type[BaseModel], data: dict, where: str | Path, prefix: str = ""):
+    """``cls`` from ``data``, or one line naming each bad key (``prefix``: where the section
+    sits in a larger config, e.g. ``posttrain.sft.``)."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{prefix}{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"]
+            else (f"{prefix.rstrip('.')}: " if prefix else "") + e["msg"].removeprefix(
+                "Value error, ")
+            for e in exc.errors())
         raise UserError(f"{where}: {problems}") from exc
 
 
