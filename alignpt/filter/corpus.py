@@ -66,7 +66,7 @@ def _zstd_lines(path: Path) -> Iterator[bytes]:
     import zstandard
 
     chunk_size = 1 << 20
-    pending = b""
+    pending: list[bytes] = []
     with path.open("rb") as raw:
         frame_start, consumed = 0, 0
         decompressor = zstandard.ZstdDecompressor().decompressobj()
@@ -88,14 +88,18 @@ def _zstd_lines(path: Path) -> Iterator[bytes]:
                 else:
                     consumed += len(chunk)
                     chunk = b""
-                pending += data
-                *lines, pending = pending.split(b"\n")
+                if b"\n" not in data:  # pieces of a long line: joined once, when it ends
+                    pending.append(data)
+                    continue
+                first, *lines, rest = data.split(b"\n")
+                yield b"".join(pending) + first + b"\n"
                 for line in lines:
                     yield line + b"\n"
+                pending = [rest]
         if in_frame:
             raise Unreadable("truncated zstd stream (the last frame has no end)", frame_start)
-    if pending:
-        yield pending
+    if b"".join(pending):
+        yield b"".join(pending)
 
 
 def _gzip_lines(path: Path) -> Iterator[bytes]:
