@@ -531,8 +531,6 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
         return 0
     from alignpt.common import output_lock
 
-    check_study(cfg)
-
     with output_lock(out, "study", log=_log):  # two studies into one folder would collide
         results = _run_with_progress(cfg, Path(out), plan, verbose)
     lead = results["lead_scoring"]
