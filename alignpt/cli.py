@@ -15,11 +15,11 @@ from rich.table import Table
 from alignpt import __version__
 from alignpt.common import (
     check_output_file,
+    finite_float,
     non_negative_float,
     non_negative_int,
     positive_int,
     probability,
-    share_fraction,
 )
 from alignpt.errors import UserError
 
@@ -699,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     mx = sub.add_parser("mix", help="insert documents at a token share and placement")
     mx.add_argument("--base", nargs="+", required=True)
     mx.add_argument("--add", action="append", required=True, help="documents to insert")
-    mx.add_argument("--share", action="append", type=share_fraction, required=True,
+    mx.add_argument("--share", action="append", type=finite_float, required=True,
                     help="share of the stage's tokens, one per --add")
     mx.add_argument("--placement", default="uniform", help="uniform | late:FRACTION")
     mx.add_argument("--out", required=True)

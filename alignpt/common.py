@@ -208,13 +208,6 @@ def finite_float(text: str) -> float:
     return value
 
 
-def share_fraction(text: str) -> float:
-    value = finite_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
-    return value
-
-
 def probability(text: str) -> float:
     value = finite_float(text)
     if not 0 <= value <= 1:
