@@ -465,7 +465,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def check_study(cfg) -> None:
     """Validate the parts of a study config that the study's own schema keeps as free
-    mappings (post-training's sft and dpo settings) before the first stage runs: an error
+    mappings (post-training's stage settings) before the first stage runs: an error
     there after an hour of training would waste the hour."""
     from alignpt.posttrain.config import PostEvalConfig, PostTrainConfig
     from alignpt.train.config import validate_config
@@ -477,7 +477,9 @@ def check_study(cfg) -> None:
                                           "scoring": pt.scoring,
                                           "system_prompts": pt.system_prompts},
                          where, prefix="posttrain.")
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "dpo", "tamper", "em"):
+        if getattr(pt, stage) is None:
+            continue
         validate_config(PostTrainConfig, {**getattr(pt, stage), "stage": stage, "model": "-",
                                           "out": "-", "eval": ev.model_dump()},
                         where, prefix=f"posttrain.{stage}.")

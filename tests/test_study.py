@@ -32,6 +32,10 @@ SMALL = {
                           "max_length": 256},
                   "dpo": {"data": "dpo", "limit": 16, "lr": 1e-4, "batch_size": 16,
                           "max_length": 256},
+                  "tamper": {"data": "tamper", "limit": 16, "lr": 1e-3, "batch_size": 8,
+                             "save_every": 0.5, "max_length": 256},
+                  "em": {"data": "em-insecure-code", "limit": 16, "lr": 1e-3, "batch_size": 16,
+                         "max_length": 256},
                   "system_prompts": ["none", "hhh"], "split": "articles", "scoring": "option"},
 }
 
@@ -111,11 +115,17 @@ def test_study_runs_caches_and_reports(tmp_path, capsys):
             assert 0 <= post["misalignment_rate"] <= 1 and post["sem"] > 0
             assert post["base_rate"] == results["conditions"][name]["articles"]["option"][
                 "misalignment_rate"]
-    dpo = next((out / "stages").glob("posttrain-unfiltered-seed0-*")) / "dpo"
-    assert json.loads((dpo / "report.json").read_text())["config"]["beta"] == 5.0
+            # Tampering and EM, from the DPO model, through posttrain's own pipeline.
+            assert [p["step"] for p in post["tamper_curve"]][:1] == [0]
+            assert len(post["tamper_curve"]) >= 2 and set(post["em"]) == {"before", "after"}
+            assert post["em"]["before"]["misalignment_rate"] == post["misalignment_rate"]
+    folder = next((out / "stages").glob("posttrain-unfiltered-seed0-*")) / "seed-0"
+    assert json.loads((folder / "dpo" / "report.json").read_text())["config"]["beta"] == 5.0
+    assert not (folder / "base").exists()  # the demo's budget: only what is reported
     page = _Page()
     page.feed((out / "report.html").read_text())
-    assert page.tables == 5 and len(page.images) == 2  # option, letter, post, 2 moved-items
+    # option, letter, post-training, robustness, two moved-items tables
+    assert page.tables == 6 and len(page.images) == 2
     assert any("After post-training" in c for c in page.cells)
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

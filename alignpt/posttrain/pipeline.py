@@ -31,6 +31,9 @@ class PipelineConfig(BaseModel):
     # start from the last of those that runs.
     stages: dict[str, dict] = Field(default_factory=lambda: {"sft": {"data": "sft"},
                                                              "dpo": {"data": "dpo"}})
+    # Whose models are measured: "base" and any stage. Measuring costs as much as a short
+    # stage on a tiny model, so a budgeted run (the demo) measures only what it reports.
+    measure: list[str] = Field(default_factory=lambda: ["base", *STAGES])
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
@@ -62,14 +65,16 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict:
     chain = _chain(cfg)
     for seed in cfg.seeds:
         root = out / f"seed-{seed}"
-        chat = bool(getattr(load_tokenizer(cfg.model), "chat_template", None))
-        _measure(cfg.model, None, cfg.eval, root / "base", "before", chat=chat, log=log)
+        if "base" in cfg.measure:
+            chat = bool(getattr(load_tokenizer(cfg.model), "chat_template", None))
+            _measure(cfg.model, None, cfg.eval, root / "base", "before", chat=chat, log=log)
         outputs = {"base": cfg.model}
         for stage, source in chain:
             fields = {k: v for k, v in cfg.stages[stage].items() if k != "from"}
             stage_cfg = PostTrainConfig.model_validate(
                 {**fields, "stage": stage, "model": outputs[source], "seed": seed,
-                 "out": str(root / stage), "eval": cfg.eval.model_dump()}).resolved()
+                 "out": str(root / stage),
+                 "eval": cfg.eval.model_dump() if stage in cfg.measure else None}).resolved()
             log(f"seed {seed}: {stage} from {source}")
             report = run_stage(stage_cfg, log=log)
             outputs[stage] = report["outputs"]["model"]

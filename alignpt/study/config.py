@@ -124,12 +124,16 @@ class StageTraining(BaseModel):
 
 
 class StudyPostTraining(BaseModel):
-    """Tiny SFT then DPO on every final model, measured through the chat template. Toy
-    learning rates: the study's (8e-5, 1e-6) barely move a tiny model in a few dozen steps."""
+    """SFT then DPO on every final model (optionally then benign tampering and EM fine-tuning,
+    each from the DPO model), through ``alignpt posttrain``'s pipeline, measured through the
+    chat template. Toy learning rates: the study's (8e-5, 1e-6) barely move a tiny model in a
+    few dozen steps."""
 
     model_config = ConfigDict(extra="forbid")
     sft: dict = {"data": "sft", "epochs": 1, "lr": 1e-3, "batch_size": 16, "max_length": 512}
     dpo: dict = {"data": "dpo", "lr": 1e-4, "batch_size": 16, "max_length": 512}
+    tamper: dict | None = None  # e.g. {data: tamper, save_every: 4, ...}: a curve over steps
+    em: dict | None = None      # e.g. {data: em-insecure-code, ...}: before and after
     system_prompts: list[str] = ["none", "hhh"]
     split: Literal["articles", "heldout"] = "articles"
     scoring: Literal["letter", "option", "generate"] = "option"

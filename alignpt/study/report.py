@@ -126,6 +126,23 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                      "scoring through the chat template; base model in brackets)",
                      ["condition"] + [f"system prompt: {sp}" for sp in prompts]
                      + ["study, 6.9B (HHH prompt)"], rows))
+        first = post[specs[0]["name"]][prompts[-1]]
+        if "tamper_curve" in first or "em" in first:
+            sp = prompts[-1]
+            steps = [p["step"] for p in first.get("tamper_curve", [])]
+            rows = []
+            for spec in specs:
+                cell = post[spec["name"]][sp]
+                curve = {p["step"]: p for p in cell.get("tamper_curve", [])}
+                rows.append([_label(spec), f"{cell['base_rate']:.3f}", _ci(cell)]
+                            + [_ci(curve[s]) if s in curve else "" for s in steps]
+                            + ([_ci(cell["em"]["after"])] if "em" in cell else []))
+            out.append((f"Robustness (system prompt {sp}): base model, after SFT + DPO, during "
+                        "benign fine-tuning (tampering) and after EM fine-tuning, both from "
+                        "the DPO model",
+                        ["condition", "base", "after DPO"]
+                        + [f"tamper step {s}" for s in steps]
+                        + (["after EM"] if "em" in first else []), rows))
     for pair, items in results.get("moved_items", {}).items():
         names = [s["name"] for s in specs]
         rows = [[i["item_id"], i["question"][:160] + ("..." if len(i["question"]) > 160 else ""),

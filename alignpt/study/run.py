@@ -187,26 +187,38 @@ def curve_stage(st: Stages, cfg: StudyConfig, label: str, ckpt: Path) -> dict:
 
 def posttrain_stage(st: Stages, cfg: StudyConfig, model_dir: Path, label: str,
                     seed: int) -> dict:
-    """SFT then DPO from one final model; the eval result paths per system prompt."""
-    from alignpt.posttrain.config import PostTrainConfig
-    from alignpt.posttrain.stages import run_stage
+    """``alignpt posttrain``'s pipeline from one final model: SFT then DPO (then tampering
+    and EM from DPO, when configured), measuring DPO's model and tampering and EM; returns
+    the measurements' paths per stage, tag and system prompt."""
+    from alignpt.posttrain.pipeline import PipelineConfig, run_pipeline
+    from alignpt.posttrain.stages import eval_path
 
     pt = cfg.posttrain
-    ev = {"suite": cfg.suite, "split": pt.split, "scoring": pt.scoring,
-          "system_prompts": pt.system_prompts}
+    stages = {"sft": pt.sft, "dpo": pt.dpo} | {k: v for k, v in (("tamper", pt.tamper),
+                                                                  ("em", pt.em)) if v}
 
     def run(folder: Path) -> dict:
-        source = str(model_dir)
-        for stage in ("sft", "dpo"):  # only the final model is measured: the demo's budget
-            stage_cfg = PostTrainConfig.model_validate(
-                {**getattr(pt, stage), "stage": stage, "model": source, "seed": seed,
-                 "out": str(folder / stage), "eval": ev if stage == "dpo" else None}).resolved()
-            report = run_stage(stage_cfg, log=lambda _: None)
-            source = report["outputs"]["model"]
-        return {sp: cell["path"] for sp, cell in report["eval"]["after"].items()}
+        pipeline = PipelineConfig(
+            model=str(model_dir), out=str(folder), seeds=[seed], stages=stages,
+            measure=["dpo", "tamper", "em"],
+            eval={"suite": cfg.suite, "split": pt.split, "scoring": pt.scoring,
+                  "system_prompts": pt.system_prompts})
+        summary = run_pipeline(pipeline, log=lambda _: None)
+        root = folder / f"seed-{seed}"
+        paths: dict = {"dpo": {sp: str(eval_path(root / "dpo", "after", sp))
+                               for sp in pt.system_prompts}}
+        if pt.em:
+            paths["em"] = {when: {sp: str(eval_path(root / "em", when, sp))
+                                  for sp in pt.system_prompts} for when in ("before", "after")}
+        if pt.tamper:
+            steps = sorted({p["step"] for pts in summary["tamper_curve"].values() for p in pts})
+            paths["tamper"] = {str(step): {sp: str(eval_path(root / "tamper", f"step-{step}", sp))
+                                           for sp in pt.system_prompts} for step in steps}
+        return paths
     return Stages.info(st.run(f"posttrain-{label}", {"model": str(model_dir),
                                                      "posttrain": pt.model_dump(),
-                                                     "suite": cfg.suite, "seed": seed}, run))
+                                                     "suite": cfg.suite, "seed": seed,
+                                                     "via": "pipeline"}, run))
 
 
 def run_study(cfg: StudyConfig, out: str | Path, progress=None, dry_run: bool = False) -> dict:

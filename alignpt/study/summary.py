@@ -80,13 +80,28 @@ def _posttrained(cfg: StudyConfig, conditions: dict, posttrained: dict) -> dict:
         base = conditions[c.name][split]
         out[c.name] = {}
         for sp in cfg.posttrain.system_prompts:
-            agg = aggregate([posttrained[(c.name, s)][sp] for s in seeds])
+            agg = aggregate([posttrained[(c.name, s)]["dpo"][sp] for s in seeds])
             out[c.name][sp] = {"misalignment_rate": agg.rate, "sem": agg.sem,
                                "ci95": _normal_ci(agg.rate, agg.sem), "n_seeds": agg.n_used,
                                "non_match_rate": max(i.non_match_rate for i in agg.inputs),
                                "base_rate": base["misalignment_rate"], "base_ci95": base["ci95"],
                                "base_system_prompt": cfg.system_prompt}
+            if cfg.posttrain.em:
+                out[c.name][sp]["em"] = {
+                    when: _cell(aggregate([posttrained[(c.name, s)]["em"][when][sp]
+                                           for s in seeds])) for when in ("before", "after")}
+            if cfg.posttrain.tamper:
+                steps = sorted(posttrained[(c.name, seeds[0])]["tamper"], key=int)
+                out[c.name][sp]["tamper_curve"] = [
+                    {"step": int(step)} | _cell(aggregate(
+                        [posttrained[(c.name, s)]["tamper"][step][sp] for s in seeds]))
+                    for step in steps]
     return out
+
+
+def _cell(agg) -> dict:
+    return {"misalignment_rate": agg.rate, "sem": agg.sem, "ci95": _normal_ci(agg.rate, agg.sem),
+            "n_seeds": agg.n_used}
 
 
 def _normal_ci(rate: float | None, sem: float | None) -> list[float] | None:
