@@ -85,10 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
             exclude=_excluded(args.exclude), device=args.device, dtype=args.dtype,
             served_model=args.served_model, max_retries=args.max_retries,
-            concurrency=args.concurrency, progress_factory=factory,
+            concurrency=args.concurrency, tokenizer=args.tokenizer, progress_factory=factory,
         )
     table = Table(title=f"{result.metric} — {Path(result.suite).name} [{result.split}]")
-    table.add_column("syntax")
+    table.add_column("syntax", no_wrap=True)
     table.add_column("order")
     table.add_column("rate", justify="right")
     table.add_column("non-match", justify="right")
@@ -574,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="endpoint: retries on 429, 5xx and connection errors")
     ev.add_argument("--concurrency", type=int, default=16,
                     help="endpoint: requests in flight at once")
+    ev.add_argument("--tokenizer",
+                    help="endpoint, letter/option scoring: the served model's tokenizer (folder "
+                         "or hub name), to send token ids (default: text prompts)")
     ev.add_argument("--export-lm-eval", metavar="DIR",
                     help="write lm-evaluation-harness tasks for the suite instead of evaluating")
     ev.set_defaults(func=cmd_eval)

@@ -122,7 +122,7 @@ class ChatClient:
             model = await self._served_model(client)
             gate = asyncio.Semaphore(self.concurrency)
 
-            async def one(start: int) -> list[list[float | None]]:
+            async def one(start: int) -> list[EchoedPrompt]:
                 batch = list(prompts[start:start + batch_size])
                 # echo + max_tokens 0: the reply is the prompt alone, with the log-probability
                 # of each of its tokens (vLLM; OpenAI's legacy completions API had the same).
@@ -145,14 +145,15 @@ class ChatClient:
 
     def prompt_logprobs(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | list[int]],
         batch_size: int = 16,
         on_batch: Callable[[int, int], None] | None = None,
-    ) -> list[list[float | None]]:
-        """For each prompt, the log-probability of each of its tokens as the server tokenises
-        it (``None`` where it has none: the first token). ``batch_size`` prompts go in one
-        request, up to ``concurrency`` requests at once; ``on_batch(start, n)`` is called as
-        each batch arrives. The first batch that still fails after its retries raises."""
+    ) -> list[EchoedPrompt]:
+        """For each prompt (a text, or token ids), its tokens as the server saw them and the
+        log-probability of each (``None`` where it has none: the first token). ``batch_size``
+        prompts go in one request, up to ``concurrency`` requests at once; ``on_batch(start,
+        n)`` is called as each batch arrives. The first batch that still fails after its
+        retries raises."""
         return asyncio.run(self._prompt_logprobs_all(list(prompts), batch_size, on_batch))
 
     def chat(
@@ -174,7 +175,16 @@ class ChatClient:
         return [r.text or "" for r in results]
 
 
-def _echoed_logprobs(data: dict, prompts: list[str]) -> list[list[float | None]]:
+@dataclass(frozen=True)
+class EchoedPrompt:
+    """A prompt as the server tokenised it: its tokens (as the server names them; ``None``
+    where it did not say) and each token's log-probability (``None`` for the first)."""
+
+    tokens: list[str | None]
+    logprobs: list[float | None]
+
+
+def _echoed_logprobs(data: dict, prompts: list) -> list[EchoedPrompt]:
     """Per-token prompt log-probabilities from a /completions reply, in prompt order.
 
     Read from ``logprobs.token_logprobs`` (echo + logprobs), or else from vLLM's
@@ -184,25 +194,30 @@ def _echoed_logprobs(data: dict, prompts: list[str]) -> list[list[float | None]]
     choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
     if len(choices) != len(prompts):
         raise ValueError(f"{len(choices)} choices for {len(prompts)} prompts")
-    out: list[list[float | None]] = []
+    out: list[EchoedPrompt] = []
     for choice, prompt in zip(choices, prompts, strict=True):
         text = choice.get("text")
-        if isinstance(text, str) and len(text) > len(prompt) and text.startswith(prompt):
+        if (isinstance(prompt, str) and isinstance(text, str) and len(text) > len(prompt)
+                and text.startswith(prompt)):
             raise ValueError("the server generated tokens after the prompt despite max_tokens 0")
         if (choice.get("logprobs") or {}).get("token_logprobs") is not None:
             values = choice["logprobs"]["token_logprobs"]
-            out.append([None if v is None else float(v) for v in values])
+            tokens = choice["logprobs"].get("tokens") or [None] * len(values)
+            out.append(EchoedPrompt([None if t is None else str(t) for t in tokens],
+                                    [None if v is None else float(v) for v in values]))
             continue
-        row: list[float | None] = []
+        tokens, row = [], []
         for entry in choice["prompt_logprobs"]:
             if entry is None:
+                tokens.append(None)
                 row.append(None)
             elif len(entry) == 1:
-                (only,) = entry.values()
+                ((token, only),) = entry.items()
+                tokens.append(str(token))
                 row.append(float(only["logprob"] if isinstance(only, dict) else only))
             else:
                 raise ValueError("prompt_logprobs lists several tokens per position")
-        out.append(row)
+        out.append(EchoedPrompt(tokens, row))
     return out
 
 

@@ -214,6 +214,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load tokenizer {name_or_path!r}: {exc}") from exc
+
+
 def evaluate(
     model: str,
     suite: str | Path,
@@ -233,6 +242,7 @@ def evaluate(
     served_model: str | None = None,
     max_retries: int = 5,
     concurrency: int = 16,
+    tokenizer: str | None = None,
     backend=None,
     progress_factory: Callable[[str, int], Progress] | None = None,
 ) -> EvalResult:
@@ -267,7 +277,7 @@ def evaluate(
             else:
                 from alignpt.measure.server import ServerScorer
 
-                backend = ServerScorer(client)
+                backend = ServerScorer(client, _load_tokenizer(tokenizer) if tokenizer else None)
         else:
             from alignpt.measure.hf import HFModel
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from alignpt.errors import UserError
-from alignpt.measure.loglik import ContinuationScore, ScoreRequest, split_pair
+from alignpt.measure.loglik import ContinuationScore, ScoreRequest, encode_many, split_pair
 
 __all__ = ["ContinuationScore", "HFModel", "ScoreRequest"]
 
@@ -116,9 +116,7 @@ class HFModel:
     # -- tokenisation, as lm-evaluation-harness does it --
     def encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
         """Encode distinct texts in one batched call of the fast tokenizer."""
-        unique = list(dict.fromkeys(texts))
-        encoded = self.tokenizer(unique)["input_ids"] if unique else []
-        return {t: list(ids) for t, ids in zip(unique, encoded, strict=True)}
+        return encode_many(self.tokenizer, texts)
 
     _split_pair = staticmethod(split_pair)
 

@@ -32,3 +32,11 @@ def split_pair(context: str, continuation: str) -> tuple[str, str]:
     if n_spaces:
         return context[:-n_spaces], context[-n_spaces:] + continuation
     return context, continuation
+
+
+def encode_many(tokenizer, texts) -> dict[str, list[int]]:
+    """Encode distinct texts in one batched call of a fast tokenizer, as lm-eval encodes them
+    (with the tokenizer's special tokens)."""
+    unique = list(dict.fromkeys(texts))
+    encoded = tokenizer(unique)["input_ids"] if unique else []
+    return {t: list(ids) for t, ids in zip(unique, encoded, strict=True)}
