@@ -101,9 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   f"{result.non_match_rate:.3f}", _fmt(result.selected_first),
                   _signed(result.ordering_bias))
     console.print(table)
-    console.print(f"rate_matched (pooled over formats) {_fmt(result.rate_matched)}, "
-                  f"selected_first {_fmt(result.selected_first)}, "
-                  f"ordering_bias {_signed(result.ordering_bias)}")
+    console.print(f"rate_matched {_fmt(result.rate_matched)}  "
+                  f"selected_first {_fmt(result.selected_first)}  "
+                  f"ordering_bias {_signed(result.ordering_bias)}", soft_wrap=True)
     if args.out:
         console.print(f"wrote {args.out}")
     else:
