@@ -183,11 +183,14 @@ def test_token_boundaries_are_drawn_as_in_process(tiny_model, style):
     assert max(differences) < 1e-4
 
 
-def test_endpoint_refusals_are_one_clear_line(tiny_model, tmp_path, capsys):
-    with serve(tiny_model) as (_, url):
-        assert main(["eval", "--model", url, "--scoring", "letter", "--chat"]) == 2
-        assert "--chat with letter or option scoring needs" in capsys.readouterr().err
+def test_an_unreachable_server_is_a_clear_error():
     dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     with pytest.raises(UserError, match="failed after 1 attempts"):
         ServerScorer(ChatClient(dead, model="m", max_retries=0)).score(
             [[ScoreRequest("Answer:", (" A",))]])
+
+
+def test_a_tokenizer_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", "--model", "http://127.0.0.1:9/v1", "--suite", "starter",
+                 "--tokenizer", str(tmp_path / "no-tokenizer")]) == 2
+    assert "cannot load tokenizer" in capsys.readouterr().err
