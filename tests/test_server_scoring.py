@@ -194,3 +194,21 @@ def test_a_tokenizer_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--model", "http://127.0.0.1:9/v1", "--suite", "starter",
                  "--tokenizer", str(tmp_path / "no-tokenizer")]) == 2
     assert "cannot load tokenizer" in capsys.readouterr().err
+
+
+def test_a_reply_with_generated_tokens_is_not_scored():
+    from alignpt.llm.openai_compat import _echoed_logprobs
+
+    def reply(text, values):
+        return {"choices": [{"index": 0, "text": text,
+                             "logprobs": {"tokens": ["t"] * len(values),
+                                          "token_logprobs": values}}]}
+
+    assert _echoed_logprobs(reply("Answer: A", [None, -1.0]), ["Answer: A"])[0].logprobs == [
+        None, -1.0]
+    with pytest.raises(ValueError, match="generated tokens"):
+        _echoed_logprobs(reply("Answer: A and more", [None, -1.0, -2.0]), ["Answer: A"])
+    with pytest.raises(ValueError, match="3 log-probabilities for a prompt of 2 tokens"):
+        _echoed_logprobs(reply("x", [None, -1.0, -2.0]), [[5, 6]])
+    with pytest.raises(ValueError, match="2 choices for 1 prompts"):
+        _echoed_logprobs({"choices": reply("a", [None])["choices"] * 2}, ["a"])

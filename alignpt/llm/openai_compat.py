@@ -218,6 +218,10 @@ def _echoed_logprobs(data: dict, prompts: list) -> list[EchoedPrompt]:
             else:
                 raise ValueError("prompt_logprobs lists several tokens per position")
         out.append(EchoedPrompt(tokens, row))
+    for prompt, echoed in zip(prompts, out, strict=True):
+        if not isinstance(prompt, str) and len(echoed.logprobs) != len(prompt):
+            raise ValueError(f"{len(echoed.logprobs)} log-probabilities for a prompt of "
+                             f"{len(prompt)} tokens (max_tokens 0 not honoured?)")
     return out
 
 
