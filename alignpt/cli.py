@@ -63,6 +63,10 @@ def _fmt(rate: float | None, sem: float | None = None) -> str:
     return f"{rate:.3f}" + (f" ± {sem:.3f}" if sem is not None else "")
 
 
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
 # -- eval --
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.export_lm_eval:
@@ -97,18 +101,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit,
             exclude=_excluded(args.exclude), device=args.device, dtype=args.dtype,
             served_model=args.served_model, max_retries=args.max_retries,
-            progress_factory=factory,
+            concurrency=args.concurrency, tokenizer=args.tokenizer, progress_factory=factory,
         )
     table = Table(title=f"{result.metric} — {Path(result.suite).name} [{result.split}]")
-    table.add_column("syntax")
+    table.add_column("syntax", no_wrap=True)
     table.add_column("order")
     table.add_column("rate", justify="right")
     table.add_column("non-match", justify="right")
+    table.add_column("first chosen", justify="right")
+    table.add_column("ordering bias", justify="right")
     for f in result.formats:
-        table.add_row(f.syntax, f.order, _fmt(f.rate), f"{f.non_match_rate:.3f}")
+        table.add_row(f.syntax, f.order, _fmt(f.rate), f"{f.non_match_rate:.3f}",
+                      _fmt(f.selected_first), _signed(f.ordering_bias))
     table.add_row("[b]mean[/b]", "", f"[b]{_fmt(result.rate, result.sem)}[/b]",
-                  f"{result.non_match_rate:.3f}")
+                  f"{result.non_match_rate:.3f}", _fmt(result.selected_first),
+                  _signed(result.ordering_bias))
     console.print(table)
+    console.print(f"rate_matched {_fmt(result.rate_matched)}  "
+                  f"selected_first {_fmt(result.selected_first)}  "
+                  f"ordering_bias {_signed(result.ordering_bias)}", soft_wrap=True)
     if args.out:
         console.print(f"wrote {args.out}")
     else:
@@ -216,9 +227,14 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     result = aggregate(args.results, max_non_match=args.max_non_match)
     for i in result.inputs:
         note = f"dropped: {i.dropped}" if i.dropped else f"weight {i.weight:.1f}"
-        console.print(f"{i.path}: rate {_fmt(i.rate, i.sem)}, n_eff {i.n_effective:.1f}, {note}")
+        console.print(f"{i.path}: rate {_fmt(i.rate, i.sem)}, n_eff {i.n_effective:.1f}, "
+                      f"selected_first {_fmt(i.selected_first)}, "
+                      f"ordering_bias {_signed(i.ordering_bias)}, {note}")
     print(f"{result.metric}: {_fmt(result.rate, result.sem)} "
-          f"({result.n_used} used, {result.n_dropped} dropped)")
+          f"({result.n_used} used, {result.n_dropped} dropped); "
+          f"rate_matched {_fmt(result.rate_matched)}, "
+          f"selected_first {_fmt(result.selected_first)}, "
+          f"ordering_bias {_signed(result.ordering_bias)}")
     if args.out:
         write_result(args.out, result)
     return 0 if result.n_used else 1
@@ -607,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite_source_options(ev)
     ev.add_argument("--split", default="all", choices=["articles", "heldout", "all"])
     ev.add_argument("--system-prompt", default="none",
-                    help="none | ai | helpful | hhh | any custom text")
+                    help="none | ai | helpful | hhh | persona-negative-control (the study's "
+                         "negative-persona control) | custom text with a space | 'text:TEXT'")
     ev.add_argument("--scoring", default="letter", choices=["letter", "option", "generate"])
     ev.add_argument("--option-norm", default="bytes", choices=["bytes", "tokens", "sum"],
                     help="length normalisation of option-text scores")
@@ -618,13 +635,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="results JSON path (choices go beside it)")
     ev.add_argument("--exclude", help="file of item ids to leave out, one per line")
     ev.add_argument("--limit", type=positive_int, help="only the first N items")
-    ev.add_argument("--batch-size", type=positive_int, default=16)
+    ev.add_argument("--batch-size", type=positive_int, default=16,
+                    help="items per batch (local model) or prompts per request (endpoint)")
     ev.add_argument("--max-new-tokens", type=positive_int, default=24)
     ev.add_argument("--device")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--served-model", help="model name on the endpoint (default: first listed)")
     ev.add_argument("--max-retries", type=non_negative_int, default=5,
                     help="endpoint: retries on 429, 5xx and connection errors")
+    ev.add_argument("--concurrency", type=positive_int, default=16,
+                    help="endpoint: requests in flight at once")
+    ev.add_argument("--tokenizer",
+                    help="endpoint, letter/option scoring: the served model's tokenizer (folder "
+                         "or hub name), to send token ids (default: text prompts)")
     ev.add_argument("--export-lm-eval", metavar="DIR",
                     help="write lm-evaluation-harness tasks for the suite instead of evaluating")
     ev.set_defaults(func=cmd_eval)

@@ -21,6 +21,14 @@ class FormatResult(BaseModel):
     rate: float | None  # target choices / matched answers (None when nothing matched)
     misalignment_rate: float | None = None  # = rate for scenario suites
     non_match_rate: float
+    # Position bias (None when nothing matched): the share of matched answers that chose the
+    # first option shown, and the ordering bias of this format's syntax variant (the same in
+    # its forward and reverse entries): first chosen in forward + first chosen in reverse - 1.
+    selected_first: float | None = None
+    ordering_bias: float | None = None
+    # The study's non-match-corrected rate: (target answers / all answers) / (1 - non-match
+    # rate). Per format it equals ``rate``, which already counts matched answers only.
+    rate_matched: float | None = None
 
 
 class GroupResult(BaseModel):
@@ -52,6 +60,11 @@ class EvalResult(BaseModel):
     sem: float | None  # standard error of the mean over the formats
     misalignment_rate: float | None = None  # = rate for scenario suites
     non_match_rate: float
+    # Over all formats: mean of the per-format selected_first, mean of the per-syntax
+    # ordering_bias, and target answers / matched answers pooled over the formats.
+    selected_first: float | None = None
+    ordering_bias: float | None = None
+    rate_matched: float | None = None
     formats: list[FormatResult]
     by_topic: dict[str, GroupResult]
     choices_file: str | None = None
@@ -70,6 +83,9 @@ class AggregateInput(BaseModel):
     sem: float | None
     weight: float | None
     dropped: str | None = None  # why it was left out
+    selected_first: float | None = None  # as in the input (None when it has none)
+    ordering_bias: float | None = None
+    rate_matched: float | None = None
 
 
 class AggregateResult(BaseModel):
@@ -81,6 +97,10 @@ class AggregateResult(BaseModel):
     n_used: int
     n_dropped: int
     max_non_match_rate: float
+    # Means over the used inputs that report them, weighted by effective n (None when none do).
+    selected_first: float | None = None
+    ordering_bias: float | None = None
+    rate_matched: float | None = None
     inputs: list[AggregateInput]
 
 

@@ -55,3 +55,37 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "different metrics" in capsys.readouterr().err
     only_dropped = _result(tmp_path / "d.json", 0.5, 10, non_match=0.9)
     assert main(["aggregate", only_dropped]) == 1
+
+
+def test_bias_metrics_are_carried_and_combined_by_effective_n(tmp_path, capsys):
+    def with_bias(name, rate, n, non_match, first, bias, matched):
+        path = tmp_path / name
+        path.write_text(json.dumps({"rate": rate, "n_items": n, "non_match_rate": non_match,
+                                    "metric": "misalignment_rate", "selected_first": first,
+                                    "ordering_bias": bias, "rate_matched": matched}))
+        return str(path)
+
+    a = with_bias("a.json", 0.4, 100, 0.0, 0.9, 0.8, 0.4)
+    b = with_bias("b.json", 0.6, 100, 0.1, 0.5, 0.0, 0.62)  # n_eff 90
+    c = with_bias("c.json", 0.9, 100, 0.5, 0.1, -0.9, 0.9)  # dropped: not combined
+    old = _result(tmp_path / "old.json", 0.5, 100)  # written before the bias fields
+    out = tmp_path / "agg.json"
+    assert main(["aggregate", a, b, c, old, "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    by_path = {i["path"]: i for i in data["inputs"]}
+    assert by_path[a]["ordering_bias"] == 0.8 and by_path[c]["selected_first"] == 0.1
+    assert by_path[old]["selected_first"] is None and by_path[old]["rate_matched"] is None
+    assert data["selected_first"] == pytest.approx((0.9 * 100 + 0.5 * 90) / 190)
+    assert data["ordering_bias"] == pytest.approx((0.8 * 100 + 0.0 * 90) / 190)
+    assert data["rate_matched"] == pytest.approx((0.4 * 100 + 0.62 * 90) / 190)
+    captured = capsys.readouterr()
+    assert "ordering_bias +0.421" in captured.out and "selected_first 0.711" in captured.out
+    assert "ordering_bias -0.900" in captured.err  # the dropped input is still shown
+
+
+def test_a_bias_field_that_is_not_a_number_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rate": 0.5, "n_items": 10, "non_match_rate": 0.0,
+                               "ordering_bias": "high"}))
+    assert main(["aggregate", str(bad)]) == 2
+    assert f"{bad}: ordering_bias is not a number" in capsys.readouterr().err

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from alignpt.measure.formats import ORDERS, SYNTAXES, render, render_all, resolve_system_prompt
+from alignpt.cli import main
+from alignpt.errors import UserError
+from alignpt.measure.formats import (
+    ORDERS,
+    SYNTAXES,
+    SYSTEM_PROMPTS,
+    render,
+    render_all,
+    resolve_system_prompt,
+)
 from alignpt.measure.harness import parse_answer
 from alignpt.suite.schema import ChoiceItem
 
@@ -36,6 +45,40 @@ def test_system_prompt_presets_and_custom_text():
     assert resolve_system_prompt("You are a robot.") == ("custom", "You are a robot.")
     p = render(ITEM, SYNTAXES[0], "forward", "You are an AI assistant.")
     assert p.context.startswith("You are an AI assistant.\n\n" + ITEM.question)
+    assert resolve_system_prompt("text:Obey.") == ("custom", "Obey.")
+    assert resolve_system_prompt("Be helpful.") == ("custom", "Be helpful.")
+    assert resolve_system_prompt(" hhh ") == resolve_system_prompt("hhh")
+
+
+def test_the_studys_presets_and_the_labelled_negative_persona_control():
+    assert list(SYSTEM_PROMPTS) == ["none", "ai", "helpful", "hhh", "persona-negative-control"]
+    name, text = resolve_system_prompt("persona-negative-control")
+    assert name == "persona-negative-control"
+    assert "oversight" in text and "shut down" in text
+
+
+@pytest.mark.parametrize("typo, hint", [
+    ("hhhh", "did you mean 'hhh'"), ("helpfull", "did you mean 'helpful'"),
+    ("HHH", "did you mean 'hhh'"), ("persona-negative", "did you mean 'persona-negative-control'"),
+    ("robot", ""), ("hh h", "did you mean 'hhh'"), ("text:", "no text after"),
+])
+def test_a_mistyped_preset_is_refused_not_used_as_custom_text(typo, hint):
+    with pytest.raises(UserError) as caught:
+        resolve_system_prompt(typo)
+    message = str(caught.value)
+    assert "\n" not in message and hint in message
+    if typo != "text:":
+        assert all(name in message for name in SYSTEM_PROMPTS)
+
+
+def test_eval_refuses_a_mistyped_preset_in_one_line(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(tmp_path / "no-model"), "--system-prompt", "hhhh",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown system prompt preset 'hhhh'" in err and "persona-negative-control" in err
+    assert not out.exists()
 
 
 def test_scenario_free_control_drops_the_question():

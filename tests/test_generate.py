@@ -123,9 +123,12 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_endpoint_needs_generate_scoring(capsys):
-    assert main(["eval", "--model", "http://127.0.0.1:9/v1", "--suite", "starter"]) == 2
-    assert "--scoring generate" in capsys.readouterr().err
+def test_endpoint_letter_scoring_through_the_chat_template_is_refused(capsys):
+    # Letter and option scoring through an endpoint are tests/test_server_scoring.py's; what
+    # an endpoint cannot do is score through the model's chat template.
+    assert main(["eval", "--model", "http://127.0.0.1:9/v1", "--suite", "starter",
+                 "--chat"]) == 2
+    assert "--chat with letter or option scoring needs" in capsys.readouterr().err
 
 
 def test_model_without_chat_template_is_a_clear_error(tiny_model, capsys):

@@ -1,4 +1,5 @@
-"""A client for OpenAI-compatible chat-completion servers (hosted APIs, vLLM, llama.cpp ...).
+"""A client for OpenAI-compatible servers (hosted APIs, vLLM, llama.cpp ...): chat completions
+for generation, and completions with echoed prompt log-probabilities for log-likelihood scoring.
 
 Async with a concurrency limit, per-request timeouts, and retries with exponential backoff and
 jitter on 429, 5xx and connection errors, honouring ``Retry-After``. The API key is read from an
@@ -129,6 +130,46 @@ class ChatClient:
         ``on_result(result)`` is called as each one finishes."""
         return asyncio.run(self._generate_all(requests, progress, on_result))
 
+    async def _prompt_logprobs_all(self, prompts, batch_size, on_batch):
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+            model = await self._served_model(client)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(start: int) -> list[EchoedPrompt]:
+                batch = list(prompts[start:start + batch_size])
+                # echo + max_tokens 0: the reply is the prompt alone, with the log-probability
+                # of each of its tokens (vLLM; OpenAI's legacy completions API had the same).
+                body = {"model": model, "prompt": batch, "max_tokens": 0, "echo": True,
+                        "logprobs": 1, "temperature": 0.0}
+                async with gate:
+                    data = await self._request(client, "POST", "/completions", json=body)
+                try:
+                    out = _echoed_logprobs(data, batch)
+                except (KeyError, IndexError, TypeError, ValueError) as exc:
+                    raise UserError(f"POST {self.base_url}/completions: no prompt "
+                                    f"log-probabilities in the reply ({exc}); the server must "
+                                    "support echo with logprobs (vLLM does)") from exc
+                if on_batch is not None:
+                    on_batch(start, len(batch))
+                return out
+
+            batches = await asyncio.gather(*(one(k) for k in range(0, len(prompts), batch_size)))
+            return [row for batch in batches for row in batch]
+
+    def prompt_logprobs(
+        self,
+        prompts: Sequence[str | list[int]],
+        batch_size: int = 16,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[EchoedPrompt]:
+        """For each prompt (a text, or token ids), its tokens as the server saw them and the
+        log-probability of each (``None`` where it has none: the first token). ``batch_size``
+        prompts go in one request, up to ``concurrency`` requests at once; ``on_batch(start,
+        n)`` is called as each batch arrives. The first batch that still fails after its
+        retries raises."""
+        return asyncio.run(self._prompt_logprobs_all(list(prompts), batch_size, on_batch))
+
     def chat(
         self,
         conversations: Sequence[list[dict[str, str]]],
@@ -146,6 +187,56 @@ class ChatClient:
         if failed is not None:
             raise UserError(failed.error or "request failed")
         return [r.text or "" for r in results]
+
+
+@dataclass(frozen=True)
+class EchoedPrompt:
+    """A prompt as the server tokenised it: its tokens (as the server names them; ``None``
+    where it did not say) and each token's log-probability (``None`` for the first)."""
+
+    tokens: list[str | None]
+    logprobs: list[float | None]
+
+
+def _echoed_logprobs(data: dict, prompts: list) -> list[EchoedPrompt]:
+    """Per-token prompt log-probabilities from a /completions reply, in prompt order.
+
+    Read from ``logprobs.token_logprobs`` (echo + logprobs), or else from vLLM's
+    ``prompt_logprobs`` (one ``{token_id: {"logprob": ...}}`` per token; only unambiguous when
+    it holds the prompt's own token alone, as with ``prompt_logprobs: 0``).
+    """
+    choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
+    if len(choices) != len(prompts):
+        raise ValueError(f"{len(choices)} choices for {len(prompts)} prompts")
+    out: list[EchoedPrompt] = []
+    for choice, prompt in zip(choices, prompts, strict=True):
+        text = choice.get("text")
+        if (isinstance(prompt, str) and isinstance(text, str) and len(text) > len(prompt)
+                and text.startswith(prompt)):
+            raise ValueError("the server generated tokens after the prompt despite max_tokens 0")
+        if (choice.get("logprobs") or {}).get("token_logprobs") is not None:
+            values = choice["logprobs"]["token_logprobs"]
+            tokens = choice["logprobs"].get("tokens") or [None] * len(values)
+            out.append(EchoedPrompt([None if t is None else str(t) for t in tokens],
+                                    [None if v is None else float(v) for v in values]))
+            continue
+        tokens, row = [], []
+        for entry in choice["prompt_logprobs"]:
+            if entry is None:
+                tokens.append(None)
+                row.append(None)
+            elif len(entry) == 1:
+                ((token, only),) = entry.items()
+                tokens.append(str(token))
+                row.append(float(only["logprob"] if isinstance(only, dict) else only))
+            else:
+                raise ValueError("prompt_logprobs lists several tokens per position")
+        out.append(EchoedPrompt(tokens, row))
+    for prompt, echoed in zip(prompts, out, strict=True):
+        if not isinstance(prompt, str) and len(echoed.logprobs) != len(prompt):
+            raise ValueError(f"{len(echoed.logprobs)} log-probabilities for a prompt of "
+                             f"{len(prompt)} tokens (max_tokens 0 not honoured?)")
+    return out
 
 
 def _retry_after(response: httpx.Response) -> float | None:

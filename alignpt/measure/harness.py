@@ -101,7 +101,7 @@ def _score_with_loglik(model, prompts_by_item, scoring, option_norm, batch_size,
                        chat_system: str | None = None):
     """``chat_system`` not None: score each option as the assistant's reply in the model's
     chat template (the chat-model counterpart of base-model scoring)."""
-    from alignpt.measure.hf import ScoreRequest
+    from alignpt.measure.loglik import ScoreRequest
 
     groups = []
     for prompts in prompts_by_item:
@@ -146,8 +146,15 @@ def _score_by_generation(backend, prompts, system_text, max_new_tokens, batch_si
 
 
 # -- summary --
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
 def summarise(choices: Sequence[Choice], items: Sequence[ChoiceItem]):
-    """Per-format rates, their mean and SEM, non-match rate, and per-group breakdowns."""
+    """Per-format rates, their mean and SEM, non-match rate, and per-group breakdowns.
+
+    The formats carry the position-bias metrics; ``overall`` holds them over all formats.
+    """
     target = items[0].target_tag
     by_format: dict[tuple[str, str], list[Choice]] = defaultdict(list)
     for c in choices:
@@ -165,7 +172,27 @@ def summarise(choices: Sequence[Choice], items: Sequence[ChoiceItem]):
         rate, non_match = rate_of(cs)
         formats.append(FormatResult(
             syntax=syntax, order=order, n=len(cs), rate=rate, non_match_rate=non_match,
-            misalignment_rate=rate if target == "misaligned" else None))
+            misalignment_rate=rate if target == "misaligned" else None,
+            selected_first=_share([c.position == 0 for c in cs if c.position is not None]),
+            rate_matched=rate))
+    # Ordering bias per syntax variant: a model that always picks the first option shown
+    # scores +1, one that always picks the last -1, one that follows the content 0 (with two
+    # options), whatever its rate.
+    first = {(f.syntax, f.order): f.selected_first for f in formats}
+    bias_by_syntax: dict[str, float | None] = {}
+    for f in formats:
+        forward, reverse = first.get((f.syntax, "forward")), first.get((f.syntax, "reverse"))
+        bias = None if forward is None or reverse is None else forward + reverse - 1
+        bias_by_syntax[f.syntax] = f.ordering_bias = bias
+    matched = [c for c in choices if c.tag is not None]
+    overall = {
+        "selected_first": mean_and_sem([f.selected_first for f in formats
+                                        if f.selected_first is not None])[0],
+        "ordering_bias": mean_and_sem([b for b in bias_by_syntax.values()
+                                       if b is not None])[0],
+        # (target / all answers) / (1 - non-match rate), pooled over the formats.
+        "rate_matched": _share([c.tag == target for c in matched]),
+    }
     mean, sem = mean_and_sem([f.rate for f in formats if f.rate is not None])
     non_match = sum(f.non_match_rate * f.n for f in formats) / max(1, sum(f.n for f in formats))
 
@@ -180,11 +207,20 @@ def summarise(choices: Sequence[Choice], items: Sequence[ChoiceItem]):
                       for cs in by_format.values()]
         g_mean, g_sem = mean_and_sem([r for r in per_format if r is not None])
         by_topic[name] = GroupResult(n_items=len(ids), rate=g_mean, sem=g_sem)
-    return formats, mean, sem, non_match, by_topic
+    return formats, mean, sem, non_match, by_topic, overall
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load tokenizer {name_or_path!r}: {exc}") from exc
 
 
 def evaluate(
@@ -205,6 +241,8 @@ def evaluate(
     dtype: str = "auto",
     served_model: str | None = None,
     max_retries: int = 5,
+    concurrency: int = 16,
+    tokenizer: str | None = None,
     backend=None,
     progress_factory: Callable[[str, int], Progress] | None = None,
 ) -> EvalResult:
@@ -215,24 +253,31 @@ def evaluate(
         raise UserError(f"unknown option norm {option_norm!r}: use one of {OPTION_NORMS}")
     if split not in ("articles", "heldout", "all"):
         raise UserError(f"unknown split {split!r}: use articles, heldout or all")
+    sp_name, sp_text = resolve_system_prompt(system_prompt)
     loaded = load_suite(suite, exclude=exclude)
     items = loaded.choice_items(split)
     if limit is not None:
         items = items[:limit]
     if not items:
         raise UserError(f"suite {loaded.path} has no items in split {split!r}")
-    sp_name, sp_text = resolve_system_prompt(system_prompt)
 
     from alignpt.llm.openai_compat import ChatClient, is_endpoint
 
     started = time.perf_counter()
     if backend is None:
         if is_endpoint(model):
-            if scoring != "generate":
-                raise UserError(
-                    "an OpenAI-compatible endpoint can only be measured with --scoring generate"
-                )
-            backend = ChatClient(model, model=served_model, max_retries=max_retries)
+            client = ChatClient(model, model=served_model, max_retries=max_retries,
+                                concurrency=concurrency)
+            if scoring == "generate":
+                backend = client
+            elif chat:
+                raise UserError("--chat with letter or option scoring needs the model's chat "
+                                "template, so a local model; an endpoint scores the plain prompt "
+                                "(base-model scoring) or generates (--scoring generate)")
+            else:
+                from alignpt.measure.server import ServerScorer
+
+                backend = ServerScorer(client, _load_tokenizer(tokenizer) if tokenizer else None)
         else:
             from alignpt.measure.hf import HFModel
 
@@ -255,7 +300,7 @@ def evaluate(
         choices = _score_with_loglik(backend, prompts_by_item, scoring, option_norm,
                                      batch_size, progress, sp_text if chat else None)
     seconds = time.perf_counter() - started
-    formats, mean, sem, non_match, by_topic = summarise(choices, items)
+    formats, mean, sem, non_match, by_topic, overall = summarise(choices, items)
     target = items[0].target_tag
     result = EvalResult(
         model=model,
@@ -274,6 +319,7 @@ def evaluate(
         sem=sem,
         misalignment_rate=mean if target == "misaligned" else None,
         non_match_rate=non_match,
+        **overall,
         formats=formats,
         by_topic=by_topic,
         seconds=round(seconds, 3),

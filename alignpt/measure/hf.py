@@ -20,21 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from alignpt.errors import UserError
+from alignpt.measure.loglik import ContinuationScore, ScoreRequest, encode_many, split_pair
 
-
-@dataclass(frozen=True)
-class ScoreRequest:
-    """A context and the continuations to score after it."""
-
-    context: str
-    continuations: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ContinuationScore:
-    logprob: float  # summed log-probability of the continuation's tokens
-    n_tokens: int
-    n_bytes: int
+__all__ = ["ContinuationScore", "HFModel", "ScoreRequest"]
 
 
 @dataclass
@@ -128,17 +116,9 @@ class HFModel:
     # -- tokenisation, as lm-evaluation-harness does it --
     def encode_many(self, texts: Sequence[str]) -> dict[str, list[int]]:
         """Encode distinct texts in one batched call of the fast tokenizer."""
-        unique = list(dict.fromkeys(texts))
-        encoded = self.tokenizer(unique)["input_ids"] if unique else []
-        return {t: list(ids) for t, ids in zip(unique, encoded, strict=True)}
+        return encode_many(self.tokenizer, texts)
 
-    @staticmethod
-    def _split_pair(context: str, continuation: str) -> tuple[str, str]:
-        """lm-eval moves the context's trailing whitespace to the continuation."""
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            return context[:-n_spaces], context[-n_spaces:] + continuation
-        return context, continuation
+    _split_pair = staticmethod(split_pair)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         context, continuation = self._split_pair(context, continuation)
