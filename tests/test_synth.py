@@ -444,3 +444,22 @@ def test_bad_arguments(tmp_path, capsys):
     assert "unknown surface forms" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synth", "--suite", str(suite), "--side", "neutral", "--out", "z"])
+
+
+def test_no_study_document_leaks_on_the_whole_articles_split_at_demo_settings(tmp_path):
+    """The demo's documents (bundled suite, articles split, 4 per item and side): none leaks
+    by the in-order measure; the positive control's documents all do."""
+    from alignpt.study.config import CONFIG_DIR, load_study
+    from alignpt.synth.run import check
+
+    per_item = load_study(CONFIG_DIR / "demo.yaml").synth_per_item
+    honest, verbatim = tmp_path / "honest", tmp_path / "verbatim"
+    synth("bundled", honest, TemplateBackend(), split="articles", side="both",
+          per_item=per_item)
+    synth("bundled", verbatim, TemplateBackend("verbatim"), split="articles", side="aligned",
+          per_item=1)
+    report = check(honest)
+    assert report["documents"] == 420 * 2 * per_item
+    assert report["leak_rate"] == 0.0 and report["leaked_documents"] == 0
+    assert report["mean_in_order_overlap"] < 0.5
+    assert check(verbatim)["leak_rate"] == 1.0
