@@ -501,13 +501,6 @@ def check_study(cfg) -> None:
                         where, prefix=f"posttrain.{stage}.")
 
 
-def _ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
-    rate, interval = entry.get(key), entry.get(ci)
-    if rate is None:
-        return "n/a"
-    return f"{rate:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{rate:.3f}"
-
-
 def _run_with_progress(cfg, out: Path, plan: dict, verbose: bool) -> dict:
     """The study with a live stage table on a terminal (a plain line per stage elsewhere);
     unless ``verbose``, third-party output (datatrove, TRL, transformers) goes to
@@ -532,6 +525,7 @@ def _run_with_progress(cfg, out: Path, plan: dict, verbose: bool) -> dict:
 
 def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
                verbose: bool = False) -> int:
+    from alignpt.study.report import format_ci
     from alignpt.study.run import run_study
 
     check_study(cfg)
@@ -561,7 +555,7 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
         row = [spec["name"] + (" (control)" if spec["control"] else "")]
         for split in ("articles", "heldout"):
             e = results["conditions"][spec["name"]][split][lead]
-            row += [_ci(e), _fmt(e["control_rate"])]
+            row += [format_ci(e), _fmt(e["control_rate"])]
         table.add_row(*row)
     out_console.print(table)
     post = results.get("posttrained")
@@ -572,7 +566,8 @@ def _run_study(cfg, out: str, dry_run: bool = False, as_json: bool = False,
             table.add_column(col)
         for spec in specs:
             cells = [post[spec["name"]][sp] for sp in prompts]
-            table.add_row(spec["name"], *(f"{_ci(c)} ({_fmt(c['base_rate'])})" for c in cells))
+            table.add_row(spec["name"], *(f"{format_ci(c)} ({_fmt(c['base_rate'])})"
+                                            for c in cells))
         out_console.print(table)
     for finding in results["findings"]:
         out_console.print(f"- {finding}", markup=False, highlight=False)

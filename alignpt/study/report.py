@@ -23,7 +23,7 @@ def _label(spec: dict) -> str:
     return spec["label"] + (" [control]" if spec.get("control") else "")
 
 
-def _ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
+def format_ci(entry: dict, key: str = "misalignment_rate", ci: str = "ci95") -> str:
     rate = entry.get(key)
     if rate is None:
         return "n/a"
@@ -99,7 +99,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             row = [_label(spec)]
             for split in SPLIT_NAMES:
                 e = results["conditions"][spec["name"]][split][scoring]
-                row += [_ci(e), _ci(e, "control_rate", "control_ci95"),
+                row += [format_ci(e), format_ci(e, "control_rate", "control_ci95"),
                         f"{e['situation_effect']:+.3f}" if e["situation_effect"] is not None
                         else "n/a",
                         f"{e['sem_formats']:.3f}" if e.get("sem_formats") is not None else "n/a"]
@@ -120,7 +120,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         for spec in specs:
             cells = [post[spec["name"]][sp] for sp in prompts]
             study = published.get(spec.get("published") or "")
-            rows.append([_label(spec)] + [f"{_ci(c)} (base {c['base_rate']:.3f})" for c in cells]
+            rows.append([_label(spec)]
+                        + [f"{format_ci(c)} (base {c['base_rate']:.3f})" for c in cells]
                         + [f"{study['posttrained']:.3f}" if study else ""])
         out.append((f"After post-training (SFT then DPO; {results['posttrain_scoring']} "
                      "scoring through the chat template; base model in brackets)",
@@ -134,9 +135,9 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             for spec in specs:
                 cell = post[spec["name"]][sp]
                 curve = {p["step"]: p for p in cell.get("tamper_curve", [])}
-                rows.append([_label(spec), f"{cell['base_rate']:.3f}", _ci(cell)]
-                            + [_ci(curve[s]) if s in curve else "" for s in steps]
-                            + ([_ci(cell["em"]["after"])] if "em" in cell else []))
+                rows.append([_label(spec), f"{cell['base_rate']:.3f}", format_ci(cell)]
+                            + [format_ci(curve[s]) if s in curve else "" for s in steps]
+                            + ([format_ci(cell["em"]["after"])] if "em" in cell else []))
             out.append((f"Robustness (system prompt {sp}): base model, after SFT + DPO, during "
                         "benign fine-tuning (tampering) and after EM fine-tuning, both from "
                         "the DPO model",
