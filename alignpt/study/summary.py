@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -255,8 +254,7 @@ def summarise(cfg: StudyConfig, evals: dict, filtered: dict, synthetic: dict, mi
                    for kind, r in flag.items()},
         "synthetic": {(side if style == "template" else f"verbatim-{side}"): Stages.info(f)
                       for (side, style), f in synthetic.items()},
-        "synthetic_leakage": {(side if style == "template" else f"verbatim-{side}"):
-                              _leakage(f, cfg.suite) for (side, style), f in synthetic.items()},
+        "synthetic_leakage": _leakage(synthetic, cfg.suite),
         "tokens": {f"{k[0]}/{k[1]}": json.loads((p / "index.json").read_text())["tokens"]
                    for k, p in packed.items()},
         "mixes": {f"midtrain/{name}": [
@@ -271,9 +269,17 @@ def summarise(cfg: StudyConfig, evals: dict, filtered: dict, synthetic: dict, mi
     }
 
 
-def _leakage(folder: Path, suite: str) -> dict:
-    from alignpt.synth.run import check
+def _leakage(synthetic: dict, suite: str) -> dict:
+    """Option leakage of every synthetic document set (not the rest of ``synth check``)."""
+    from alignpt.suite.schema import load_suite
+    from alignpt.synth.run import leakage, read_output
 
-    report = check(folder, suite)
-    return {k: report[k] for k in ("documents", "leak_rate", "leaked_documents",
-                                   "mean_in_order_overlap", "eight_word_run_rate")}
+    items = {i.id: i for i in load_suite(suite).items}
+    out = {}
+    for (side, style), folder in synthetic.items():
+        docs = read_output(folder)[1]
+        report = leakage(docs, items)
+        out[side if style == "template" else f"verbatim-{side}"] = {
+            "documents": len(docs)} | {k: report[k] for k in (
+                "leak_rate", "leaked_documents", "mean_in_order_overlap", "eight_word_run_rate")}
+    return out

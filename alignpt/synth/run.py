@@ -162,17 +162,8 @@ def synth(suite: str, out: str | Path, backend: Backend, split: str = "articles"
     return manifest
 
 
-def check(folder: str | Path, suite: str | None = None, judge: Backend | None = None,
-          judge_sample: int | None = None, judge_seed: int = 0,
-          judge_max_tokens: int = 16,
-          progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
-    """Leakage of options, near-duplicates, lengths, and documents per item and side; with a
-    ``judge`` backend, also whether each document (or a seeded sample) shows its side."""
-    if judge_sample is not None and judge_sample < 1:
-        raise UserError("--judge-sample must be at least 1")
-    from alignpt.suite.stats import ngram_overlaps, word_ngrams
-    from alignpt.synth.leakage import leaks
-
+def read_output(folder: str | Path) -> tuple[dict, list[dict]]:
+    """A synth output folder's manifest and documents."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -180,11 +171,21 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
                 (folder / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder} is not a synth output folder: {exc}") from exc
-    items = {i.id: i for i in load_suite(suite or manifest["suite"]).items}
+    return manifest, docs
+
+
+def leakage(docs: list[dict], items: dict) -> dict:
+    """Option leakage: an option leaks when a span of at most 1.5x its length holds 80% of its
+    words in order (alignpt.synth.leakage); mean_in_order_overlap is the mean, over documents,
+    of the larger of the two options' longest in-order overlap as a share of the option. The
+    older any-8-word-run figure is kept beside it for reference."""
+    from alignpt.suite.stats import word_ngrams
+    from alignpt.synth.leakage import leaks
+
     leaking: list[str] = []
     leaked_by: dict[str, Counter] = {"side": Counter(), "form": Counter()}
     overlaps: list[float] = []
-    eight_word = 0  # the older check (any 8-word run), kept beside the headline for reference
+    eight_word = 0
     for d in docs:
         item = items.get(d["item_id"])
         if item is None:
@@ -199,6 +200,29 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
         eight_word += bool(grams & (word_ngrams(item.aligned, 8) | word_ngrams(item.misaligned, 8)))
     total = {"side": Counter(d["side"] for d in docs),
              "form": Counter(d["surface_form"] for d in docs)}
+    return {
+        "leak_rate": len(leaking) / len(docs) if docs else None,
+        "leaked_documents": len(leaking),
+        "leak_rate_by_side": {k: leaked_by["side"][k] / n for k, n in total["side"].items()},
+        "leak_rate_by_form": {k: leaked_by["form"][k] / n for k, n in total["form"].items()},
+        "mean_in_order_overlap": statistics.fmean(overlaps) if overlaps else None,
+        "leaking_documents": leaking[:100],
+        "eight_word_run_rate": eight_word / len(docs) if docs else None,
+    }
+
+
+def check(folder: str | Path, suite: str | None = None, judge: Backend | None = None,
+          judge_sample: int | None = None, judge_seed: int = 0,
+          judge_max_tokens: int = 16,
+          progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
+    """Leakage of options, near-duplicates, lengths, and documents per item and side; with a
+    ``judge`` backend, also whether each document (or a seeded sample) shows its side."""
+    if judge_sample is not None and judge_sample < 1:
+        raise UserError("--judge-sample must be at least 1")
+    from alignpt.suite.stats import ngram_overlaps
+
+    manifest, docs = read_output(folder)
+    items = {i.id: i for i in load_suite(suite or manifest["suite"]).items}
     groups: dict[tuple[str, str], dict[str, str]] = {}
     for d in docs:
         groups.setdefault((d["item_id"], d["side"]), {})[d["id"]] = d["text"]
@@ -213,16 +237,7 @@ def check(folder: str | Path, suite: str | None = None, judge: Backend | None = 
         else (lambda q: None)
     report = {
         "documents": len(docs),
-        # An option leaks when a span of at most 1.5x its length holds 80% of its words in
-        # order (alignpt.synth.leakage); mean_in_order_overlap is the mean, over documents, of
-        # the larger of the two options' longest in-order overlap as a share of the option.
-        "leak_rate": len(leaking) / len(docs) if docs else None,
-        "leaked_documents": len(leaking),
-        "leak_rate_by_side": {k: leaked_by["side"][k] / n for k, n in total["side"].items()},
-        "leak_rate_by_form": {k: leaked_by["form"][k] / n for k, n in total["form"].items()},
-        "mean_in_order_overlap": statistics.fmean(overlaps) if overlaps else None,
-        "leaking_documents": leaking[:100],
-        "eight_word_run_rate": eight_word / len(docs) if docs else None,
+        **leakage(docs, items),
         "near_duplicate_rate": len(near) / len(docs) if docs else None,
         "length_words": {"min": quantile(0), "p10": quantile(0.1), "median": quantile(0.5),
                          "p90": quantile(0.9), "max": quantile(1.0),
