@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from alignpt.train.config import read_yaml, validate_config
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+SPLITS = ("articles", "heldout")  # every model is measured on both
 
 # The study's published rates (SPEC section 1): base models (articles / held-out) and after
 # identical SFT + DPO under the HHH system prompt (articles), for the report's comparison.

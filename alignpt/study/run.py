@@ -19,12 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from alignpt.study.config import CONFIG_DIR, Condition, StudyConfig, load_study
+from alignpt.study.config import CONFIG_DIR, SPLITS, Condition, StudyConfig, load_study
 from alignpt.study.stages import Stages
 
 __all__ = ["CONFIG_DIR", "load_study", "run_study"]
 
-SPLITS = ("articles", "heldout")
 
 
 def corpus_stage(st: Stages, cfg: StudyConfig, kind: str) -> Path:

@@ -17,11 +17,10 @@ import numpy as np
 
 from alignpt import __version__
 from alignpt.results import mean_and_sem
-from alignpt.study.config import PUBLISHED, StudyConfig
+from alignpt.study.config import PUBLISHED, SPLITS, StudyConfig
 from alignpt.study.stages import Stages
 
 BOOTSTRAP_REPS = 2000
-SPLITS = ("articles", "heldout")
 
 
 def bootstrap(per_seed: list[dict[str, float | None]], reps: int = BOOTSTRAP_REPS,
